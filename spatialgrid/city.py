@@ -135,5 +135,3 @@ class City:
         out: dict[str, Any] = {n: len(g) for n, g in self.layers().items()}
         out["households"] = int(self.blocks["households"].sum())
         return out
-
-

@@ -12,7 +12,9 @@ from collections.abc import Callable
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
-def report(progress: ProgressCallback | None, stage: str, done: int, total: int | None) -> None:
+def report(
+    progress: ProgressCallback | None, stage: str, done: int, total: int | None
+) -> None:
     """Call ``progress`` if given; a no-op otherwise."""
     if progress is not None:
         progress(stage, done, total)

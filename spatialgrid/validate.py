@@ -77,7 +77,9 @@ def find_invalid(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return out
 
 
-def require_valid(frame: gpd.GeoDataFrame, name: str, *, repair: bool = False) -> gpd.GeoDataFrame:
+def require_valid(
+    frame: gpd.GeoDataFrame, name: str, *, repair: bool = False
+) -> gpd.GeoDataFrame:
     """Return ``frame`` if all geometries are valid; repair only when asked.
 
     Raises
