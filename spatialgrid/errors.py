@@ -85,3 +85,11 @@ class SpatialgridWarning(UserWarning):
 
 class DataQualityWarning(SpatialgridWarning):
     """Input data was usable but something was estimated, dropped or repaired."""
+
+
+class InsufficientDataError(InputError):
+    """Too few features for a statistic to mean anything (e.g. hot spots below 30 grids)."""
+
+
+class AssetError(SpatialgridError, RuntimeError):
+    """A map needs a front-end asset (script, style, font) that spatialgrid does not ship."""
