@@ -52,8 +52,11 @@ def _root(
 
 def _register() -> None:
     # Command groups register themselves on ``app``; imported here so that
-    # ``spatialgrid --help`` lists them.
-    pass
+    # ``spatialgrid --help`` lists them. Heavy imports stay inside the commands.
+    from spatialgrid.cli import coverage, db, demo, importing, keys, serve
+
+    for module in (demo, db, importing, coverage, serve, keys):
+        module.register(app)
 
 
 _register()
