@@ -100,3 +100,52 @@ def db_session(db_engine):
         if trans.is_active:
             trans.rollback()
         conn.close()
+
+
+@pytest.fixture
+def scratch_db_url(postgis_url):
+    """A fresh, empty database on the test server, for code that commits.
+
+    CLI commands and the demo commit their own transactions; they get a database
+    of their own, dropped afterwards, so nothing leaks into other tests.
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    url = make_url(postgis_url)
+    name = f"sg_scratch_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def module_db_url(postgis_url):
+    """Like ``scratch_db_url``, but one database per test module.
+
+    For API tests whose background jobs commit from their own threads and
+    connections (the rolled-back ``db_session`` cannot serve them) and whose
+    module shares one started app.
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    url = make_url(postgis_url)
+    name = f"sg_module_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -65,7 +65,10 @@ def _store_plan(engine: Any, city: City, result: Any) -> tuple[int, dict[str, st
             repo.assign_worker(plan_id, code, worker_id, session=session)
         # Fresh demo keys every run; earlier demo keys are revoked.
         for info in repo.list_api_keys(session=session):
-            if info.name.startswith("demo-") and getattr(info, "revoked_at", None) is None:
+            if (
+                info.name.startswith("demo-")
+                and getattr(info, "revoked_at", None) is None
+            ):
                 repo.revoke_api_key(info.id, session=session)
         keys = {
             role: repo.create_api_key(session=session, role=role, name=f"demo-{role}")
@@ -252,7 +255,9 @@ def _serve(
 
     _step("API")
     app = create_app(Settings(database_url=url))
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -1,0 +1,52 @@
+"""`spatialgrid demo` runs every capability and prints URLs that answer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.db, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_demo_end_to_end(scratch_db_url, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "SPATIALGRID_DATABASE_URL": scratch_db_url, "COLUMNS": "200"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spatialgrid",
+            "demo",
+            "--communities",
+            "3",
+            "--out",
+            str(tmp_path / "demo"),
+            "--port",
+            str(port),
+            "--exit-after-check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert f"http://127.0.0.1:{port}/docs" in out
+    assert "plan 1 stored and put in force" in out
+    for name in ("city.gpkg", "grids.gpkg", "grids.html", "coverage.json"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0
+    html = (tmp_path / "demo" / "grids.html").read_text(encoding="utf-8")
+    assert "unpkg.com" not in html
+    assert "cdn.jsdelivr.net" not in html
