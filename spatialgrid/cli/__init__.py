@@ -53,9 +53,9 @@ def _root(
 def _register() -> None:
     # Command groups register themselves on ``app``; imported here so that
     # ``spatialgrid --help`` lists them. Heavy imports stay inside the commands.
-    from spatialgrid.cli import coverage, db, demo, importing, keys, serve
+    from spatialgrid.cli import coverage, db, demo, importing, keys, locate, serve
 
-    for module in (demo, db, importing, coverage, serve, keys):
+    for module in (demo, db, importing, coverage, locate, serve, keys):
         module.register(app)
 
 
