@@ -1,0 +1,1761 @@
+"""Rebalance a grid plan after the data changed, moving as few households as possible.
+
+Cities change: a compound adds 600 households, a block is demolished. A planner then
+needs a *draft* plan that obeys the bounds again while leaving residents where they
+are: every moved household means a new grid worker and a relabelled record. Given
+the plan in force (grids + assignments) and the changed blocks (households per block,
+new blocks, removed blocks), :func:`rebalance_plan`:
+
+1. recomputes every grid's households from the new data (a block split between
+   grids shares its new total in the plan's proportions); grids of communities
+   whose data did not change are copied untouched;
+2. in each changed community, assigns new blocks to the neighbouring grid with the
+   fewest households and hands the stranded pieces of a grid cut in two by a
+   removed block to their neighbours;
+3. repairs the grids outside the bounds with the cheapest *local moves*: a beam
+   search over single moves of boundary units (blocks, block parts) from a grid
+   above max, or into a grid below min, to a neighbouring grid, keeping every donor
+   contiguous, lowering the total violation first, then households moved, then
+   grids touched (an ejection chain A→B→C arises when B passes the surplus on);
+   a grid far below min may instead be dissolved into its neighbours;
+4. when whole units are too lumpy, refines the units of the violating grids and
+   their neighbours into parts of whole buildings (:func:`spatialgrid.split.
+   split_block`, about ``part_households`` each; compounds kept whole first, then
+   split too) and searches again;
+5. when moves cannot repair it (or a grid has grown to twice min, where a split may
+   be cheaper), re-partitions a region with
+   :func:`spatialgrid.partition.partition_blocks` — the violating grids alone,
+   then with one neighbour, with all neighbours, then ring by ring up to the whole
+   community, smallest successful tier first — and gives its grids the old codes
+   they overlap most (Hungarian matching on shared households); the cheapest of
+   all candidates (violation, then households moved + ``touch_weight`` per grid
+   touched) wins.
+
+A block alone above max that cannot be split (no buildings) keeps its surplus as
+an unavoidable, flagged violation instead of churning its neighbours. By default
+grids that broke the bounds before the change are not repaired (``repair_all``).
+Locked grids never change: their rows (geometry and assignments) are copied as
+they are. Grids whose blocks did not change keep their code and geometry. New
+grids get sequence numbers above every code ever used in their community
+(``used_codes``: pass the codes of every stored plan), so a retired code is never
+reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+import geopandas as gpd
+import shapely
+from pyproj import CRS
+
+from spatialgrid.adjacency import shared_edges
+from spatialgrid.codes import check_community_code, sequence_digits
+from spatialgrid.crs import require_same_crs
+from spatialgrid.crs import working_crs as _working_crs
+from spatialgrid.errors import CodeOverflowError, InputError
+from spatialgrid.feasibility import has_valid_k
+from spatialgrid.progress import report
+from spatialgrid.split import allocate_households, split_block
+from spatialgrid.validate import require_columns
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from spatialgrid.progress import ProgressCallback
+
+__all__ = [
+    "RebalanceResult",
+    "apply_household_changes",
+    "next_grid_codes",
+    "rebalance_plan",
+]
+
+log = logging.getLogger(__name__)
+
+_BIG = 10**9
+_NEW = "\x00new"  # placeholder prefix of grids that still need a code
+
+
+@dataclass(frozen=True)
+class RebalanceResult:
+    """A draft plan repaired with minimal change, and what changed.
+
+    Attributes
+    ----------
+    grids
+        One row per grid (columns of :class:`~spatialgrid.partition.PartitionResult`
+        ``grids`` plus any extra columns of the input grids), input CRS. Untouched
+        grids are the input rows with households updated.
+    assignments
+        ``block_id``, ``grid_code``, ``community_code``, ``households``,
+        ``part_id``, ``unit`` per block or block part.
+    moves
+        Units that changed grid: ``block_id``, ``from_grid``, ``to_grid``,
+        ``households``, ``community_code``. ``from_grid`` is empty for new blocks.
+    communities
+        One row per community that was examined: ``community_code``, ``status``
+        (``"unchanged"``, ``"ok"``, ``"repaired"``, ``"violations"``), ``method``
+        (``"none"``, ``"moves"``, ``"moves+parts"``, ``"repartition"``),
+        ``violations_before``, ``violations_after``, ``households_moved``,
+        ``grids_touched``, ``feasible`` (a valid grid count exists), ``notes``.
+    summary
+        ``households_moved``, ``households_new`` (new blocks placed),
+        ``grids_touched`` (codes whose blocks changed, created or retired),
+        ``n_grids_touched``, ``codes_created``, ``codes_retired``,
+        ``violations_before``, ``violations_after``, ``locked``, ``seconds``.
+    """
+
+    grids: gpd.GeoDataFrame
+    assignments: pd.DataFrame
+    moves: pd.DataFrame
+    communities: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every grid of the draft lies within the bounds."""
+        return int(self.summary.get("violations_after", 0)) == 0
+
+
+# ------------------------------------------------------------------------ codes
+
+
+def next_grid_codes(
+    community_code: str,
+    n: int,
+    *,
+    used_codes: Iterable[str] = (),
+    code_scheme: str = "cjt213",
+) -> list[str]:
+    """``n`` fresh grid codes for a community: never a code that was ever used.
+
+    New sequence numbers continue after the highest number ever used in the
+    community; when that runs past the scheme's width, the lowest numbers never
+    used are taken instead.
+
+    Parameters
+    ----------
+    community_code
+        12-digit community code.
+    n
+        How many codes.
+    used_codes
+        Every grid code ever used (all stored plans), any community.
+    code_scheme
+        ``"cjt213"`` (2-digit sequence) or ``"db11"`` (3-digit sequence).
+
+    Raises
+    ------
+    CodeOverflowError
+        The community has fewer than ``n`` never-used sequence numbers left.
+    """
+    digits = sequence_digits(code_scheme)
+    code = check_community_code(community_code)
+    last = 10**digits - 1
+    used = {
+        int(c[len(code) :])
+        for c in map(str, used_codes)
+        if c.startswith(code) and len(c) == len(code) + digits and c.isdigit()
+    }
+    top = max(used, default=0)
+    free = list(range(top + 1, last + 1))
+    if len(free) < n:
+        free += [s for s in range(1, top) if s not in used]
+    if len(free) < n:
+        msg = (
+            f"community {code} needs {n} new grid code(s) but only {len(free)} "
+            f"sequence numbers of code_scheme={code_scheme!r} were never used; use "
+            "code_scheme='db11' (3 digits) or re-code the community in a new plan"
+        )
+        raise CodeOverflowError(msg)
+    return [f"{code}{s:0{digits}d}" for s in free[:n]]
+
+
+# ------------------------------------------------------------------ data changes
+
+
+def apply_household_changes(
+    blocks: gpd.GeoDataFrame,
+    changes: pd.DataFrame | dict[str, int],
+    *,
+    id_col: str = "block_id",
+    households_col: str = "households",
+    mode: str = "delta",
+) -> gpd.GeoDataFrame:
+    """A copy of ``blocks`` with household counts changed.
+
+    Parameters
+    ----------
+    blocks
+        Street blocks with ``id_col`` and ``households_col``.
+    changes
+        ``{block_id: value}`` or a frame with ``block_id`` and ``households``.
+    mode
+        ``"delta"`` adds the values (negative removes households; never below 0),
+        ``"set"`` replaces them.
+
+    Raises
+    ------
+    InputError
+        An unknown block id or mode.
+    """
+    if mode not in ("delta", "set"):
+        msg = f"mode={mode!r} is unknown; use 'delta' or 'set'"
+        raise InputError(msg)
+    if isinstance(changes, pd.DataFrame):
+        require_columns(changes, ("block_id", "households"), "changes")
+        items = dict(
+            zip(
+                changes["block_id"].astype(str),
+                changes["households"].astype(int),
+                strict=True,
+            )
+        )
+    else:
+        items = {str(k): int(v) for k, v in changes.items()}
+    out = blocks.copy()
+    ids = out[id_col].astype(str)
+    unknown = sorted(set(items) - set(ids))
+    if unknown:
+        msg = f"changes name block ids {unknown[:5]} that are not in blocks[{id_col!r}]"
+        raise InputError(msg)
+    pos = {b: i for i, b in enumerate(ids)}
+    values = out[households_col].astype("int64").to_numpy().copy()
+    for b, v in items.items():
+        i = pos[b]
+        values[i] = max(0, values[i] + v) if mode == "delta" else max(0, v)
+    out[households_col] = values
+    return out
+
+
+# -------------------------------------------------------------------- community
+
+
+def _viol(h: int, lo: int, hi: int) -> int:
+    return lo - h if h < lo else (h - hi if h > hi else 0)
+
+
+class _Violation:
+    """Households outside the bounds per grid, less what the grid may keep.
+
+    A grid that already broke the bounds before the data changed (and whose
+    households did not change) keeps its old violation as a tolerance: the
+    rebalance repairs what the change broke, not every old flaw (unless asked).
+    """
+
+    def __init__(self, lo: int, hi: int, tol: dict[str, int]) -> None:
+        self.lo, self.hi, self.tol = lo, hi, tol
+
+    def __call__(self, grid: str, h: int) -> int:
+        v = _viol(h, self.lo, self.hi)
+        return max(0, v - self.tol.get(grid, 0)) if v else 0
+
+
+def _polys(geom: shapely.Geometry | None) -> shapely.Geometry | None:
+    """Only the polygonal part of ``geom`` (intersections may add lines/points)."""
+    if geom is None or geom.is_empty:
+        return None
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type == "Polygon"]
+    if not parts:
+        return None
+    return shapely.union_all(np.asarray(parts, dtype=object))
+
+
+@dataclass
+class _Community:
+    """Units (blocks or block parts) of one community and their grids."""
+
+    code: str
+    block_id: list[str]
+    hh: list[int]
+    geom_w: list[Any]  # working CRS
+    geom_in: list[Any]  # input CRS, None for pieces made here (transformed later)
+    orig: list[str | None]  # grid before the repair (None: new block)
+    grid: list[str | None]
+    fixed: list[bool]  # in a locked grid
+    nbrs: list[set[int]] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.hh)
+
+    def build_graph(self) -> None:
+        edges = shared_edges(np.asarray(self.geom_w, dtype=object))
+        self.nbrs = [set() for _ in range(self.n)]
+        for i, j in zip(edges["i"].to_numpy(), edges["j"].to_numpy(), strict=True):
+            self.nbrs[int(i)].add(int(j))
+            self.nbrs[int(j)].add(int(i))
+
+    def members(self) -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+        for u, g in enumerate(self.grid):
+            if g is not None:
+                out.setdefault(g, set()).add(u)
+        return out
+
+    def grid_hh(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for u, g in enumerate(self.grid):
+            if g is not None:
+                out[g] = out.get(g, 0) + self.hh[u]
+        return out
+
+    def components(self, units: set[int]) -> list[set[int]]:
+        left = set(units)
+        comps: list[set[int]] = []
+        while left:
+            start = left.pop()
+            comp = {start}
+            stack = [start]
+            while stack:
+                x = stack.pop()
+                for v in self.nbrs[x]:
+                    if v in left:
+                        left.discard(v)
+                        comp.add(v)
+                        stack.append(v)
+            comps.append(comp)
+        return comps
+
+    def neighbour_grids(self, grids: set[str], locked: set[str]) -> set[str]:
+        out: set[str] = set()
+        for u, g in enumerate(self.grid):
+            if g in grids:
+                for v in self.nbrs[u]:
+                    gv = self.grid[v]
+                    if gv is not None and gv not in grids and gv not in locked:
+                        out.add(gv)
+        return out
+
+
+def _connected_without(members: set[int], u: int, nbrs: list[set[int]]) -> bool:
+    """Whether ``members - {u}`` is non-empty and connected."""
+    rest = members - {u}
+    if not rest:
+        return False
+    start = next(iter(rest))
+    seen = {start}
+    stack = [start]
+    while stack:
+        x = stack.pop()
+        for v in nbrs[x]:
+            if v in rest and v not in seen:
+                seen.add(v)
+                stack.append(v)
+    return len(seen) == len(rest)
+
+
+@dataclass
+class _State:
+    grid: list[str | None]
+    hh: dict[str, int]
+    members: dict[str, set[int]]
+    viol: int
+    moved: int
+    touched: frozenset[str]
+    key: frozenset[tuple[int, str | None]]
+
+    def cost(self, touch_weight: int) -> int:
+        return self.moved + touch_weight * len(self.touched)
+
+
+def _moved_cost(com: _Community, u: int, a: str | None, b: str | None) -> int:
+    """Change of moved households when unit ``u`` goes from grid a to grid b."""
+    if com.orig[u] is None:
+        return 0  # a new block: nobody is re-assigned
+    if com.orig[u] == a:
+        return com.hh[u]
+    if com.orig[u] == b:
+        return -com.hh[u]
+    return 0
+
+
+def _dissolve(
+    com: _Community, st: _State, a: str, *, vf: _Violation, locked: set[str]
+) -> tuple[list[str | None], dict[str, int], int, int, set[str]] | None:
+    """Hand every unit of grid ``a`` (below min) to neighbouring grids, greedily."""
+    grid = list(st.grid)
+    hh = dict(st.hh)
+    left = set(st.members[a])
+    moved = 0
+    touched = {a}
+    while left:
+        best = None
+        for u in left:
+            h = com.hh[u]
+            for v in com.nbrs[u]:
+                b = grid[v]
+                if b is None or b == a or b in locked:
+                    continue
+                score = (vf(b, hh[b] + h) - vf(b, hh[b]), hh[b], b, u)
+                if best is None or score < best[0]:
+                    best = (score, u, b)
+        if best is None:
+            return None  # the rest touches no other grid
+        _, u, b = best
+        grid[u] = b
+        hh[b] += com.hh[u]
+        hh[a] -= com.hh[u]
+        moved += _moved_cost(com, u, a, b)
+        touched.add(b)
+        left.discard(u)
+    return grid, hh, moved, sum(vf(g, hh[g]) for g in touched if g != a), touched
+
+
+def _search(
+    com: _Community,
+    *,
+    lo: int,
+    hi: int,
+    locked: set[str],
+    beam_width: int,
+    max_moves: int,
+    touch_weight: int,
+    tol: dict[str, int],
+) -> _State:
+    """Beam search over unit moves (and dissolving grids below min); the best state.
+
+    A move sends one boundary unit from grid A to a neighbouring grid B when A is
+    above max or B below min, never raising the total violation and never
+    splitting A. Moves of units no larger than A's surplus never raise the total,
+    so ejection chains (A→B→C) come out naturally. A grid far below min may
+    instead be dissolved into its neighbours (its code is then retired).
+    """
+
+    vf = _Violation(lo, hi, tol)
+
+    def total(hh: dict[str, int], members: dict[str, set[int]]) -> int:
+        return sum(
+            vf(g, h) for g, h in hh.items() if g not in locked and members.get(g)
+        )
+
+    members = com.members()
+    hh = com.grid_hh()
+    start = _State(
+        grid=list(com.grid),
+        hh=hh,
+        members=members,
+        viol=total(hh, members),
+        moved=0,
+        touched=frozenset(),
+        key=frozenset(),
+    )
+    best = start
+    if start.viol == 0:
+        return best
+    beam = [start]
+    seen = {start.key}
+    solved_at = None
+    for depth in range(max_moves):
+        if solved_at is not None and depth > solved_at + 2:
+            break
+        cands: list[tuple[int, int, int, _State, int, str | None]] = []
+        macros: list[_State] = []
+        for st in beam:
+            for a, units in st.members.items():
+                if a in locked or not units:
+                    continue
+                ha = st.hh[a]
+                a_over = ha > hi
+                if ha < lo:
+                    res = _dissolve(com, st, a, vf=vf, locked=locked)
+                    if res is not None:
+                        grid, hh2, dm, v_after, touched = res
+                        v_new = (
+                            st.viol
+                            - vf(a, ha)
+                            + v_after
+                            - sum(vf(g, st.hh[g]) for g in touched if g != a)
+                        )
+                        if v_new < st.viol:
+                            mem = dict(st.members)
+                            for g in touched:
+                                mem[g] = {u for u in st.members[g] if grid[u] == g} | {
+                                    u for u in units if grid[u] == g
+                                }
+                            key = frozenset(
+                                (u, g) for u, g in enumerate(grid) if g != com.orig[u]
+                            )
+                            macros.append(
+                                _State(
+                                    grid=grid,
+                                    hh=hh2,
+                                    members=mem,
+                                    viol=v_new,
+                                    moved=st.moved + dm,
+                                    touched=st.touched | touched,
+                                    key=key,
+                                )
+                            )
+                for u in units:
+                    if com.fixed[u]:
+                        continue
+                    h = com.hh[u]
+                    targets = {
+                        st.grid[v]
+                        for v in com.nbrs[u]
+                        if st.grid[v] is not None and st.grid[v] != a
+                    }
+                    for b in targets:
+                        if b in locked:
+                            continue
+                        hb = st.hh[b]
+                        if not (a_over or hb < lo):
+                            continue
+                        dv = vf(a, ha - h) + vf(b, hb + h) - vf(a, ha) - vf(b, hb)
+                        if dv > 0:
+                            continue
+                        dm = _moved_cost(com, u, a, b)
+                        n_touched = len(st.touched | {a, b})
+                        cost = st.moved + dm + touch_weight * n_touched
+                        if best.viol == 0 and cost >= best.cost(touch_weight):
+                            continue
+                        cands.append((st.viol + dv, cost, u, st, dv, b))
+        cands.sort(key=lambda c: (c[0], c[1]))
+        nxt: list[_State] = []
+        for m in macros:
+            if m.key not in seen:
+                seen.add(m.key)
+                nxt.append(m)
+        n_single = 0
+        for v_new, _cost, u, st, _dv, b in cands:
+            if n_single >= beam_width:
+                break
+            a = st.grid[u]
+            assert a is not None
+            assert b is not None
+            if not _connected_without(st.members[a], u, com.nbrs):
+                continue
+            key = frozenset(
+                {(x, g) for x, g in st.key if x != u}
+                | ({(u, b)} if com.orig[u] != b else set())
+            )
+            if key in seen:
+                continue
+            seen.add(key)
+            grid = list(st.grid)
+            grid[u] = b
+            hh2 = dict(st.hh)
+            hh2[a] -= com.hh[u]
+            hh2[b] += com.hh[u]
+            mem = dict(st.members)
+            mem[a] = st.members[a] - {u}
+            mem[b] = st.members[b] | {u}
+            nxt.append(
+                _State(
+                    grid=grid,
+                    hh=hh2,
+                    members=mem,
+                    viol=v_new,
+                    moved=st.moved + _moved_cost(com, u, a, b),
+                    touched=st.touched | {a, b},
+                    key=key,
+                )
+            )
+            n_single += 1
+        if not nxt:
+            break
+        for new in nxt:
+            if (new.viol, new.cost(touch_weight)) < (
+                best.viol,
+                best.cost(touch_weight),
+            ):
+                best = new
+                if new.viol == 0 and solved_at is None:
+                    solved_at = depth
+        nxt.sort(key=lambda s: (s.viol, s.cost(touch_weight)))
+        beam = [s for s in nxt if s.viol > 0][:beam_width]
+        if not beam:
+            break
+    return best
+
+
+# ---------------------------------------------------------------------- engine
+
+
+@dataclass
+class _Buildings:
+    foot: np.ndarray  # working CRS
+    weight: np.ndarray
+    group: np.ndarray
+    tree: shapely.STRtree
+    points: np.ndarray
+
+    @classmethod
+    def build(
+        cls, buildings: gpd.GeoDataFrame | None, crs: CRS, bbox: Any
+    ) -> _Buildings | None:
+        if buildings is None or len(buildings) == 0:
+            return None
+        sub = buildings.cx[bbox[0] : bbox[2], bbox[1] : bbox[3]]
+        if len(sub) == 0:
+            return None
+        proj = sub.to_crs(crs)
+        foot = np.asarray(proj.geometry.values, dtype=object)
+        if "households" in proj.columns:
+            weight = pd.to_numeric(proj["households"], errors="coerce").to_numpy(float)
+        else:
+            weight = np.asarray(shapely.area(foot), dtype=float)
+        weight = np.nan_to_num(weight, nan=0.0)
+        group = (
+            proj["compound_id"].to_numpy(dtype=object)
+            if "compound_id" in proj.columns
+            else np.full(len(proj), None, dtype=object)
+        )
+        points = shapely.point_on_surface(foot)
+        return cls(foot, weight, group, shapely.STRtree(points), points)
+
+    def inside(self, geom: shapely.Geometry) -> np.ndarray:
+        return self.tree.query(geom, predicate="contains")
+
+
+@dataclass
+class _Engine:
+    lo: int
+    hi: int
+    locked: set[str]
+    crs: CRS
+    buildings: _Buildings | None
+    part_households: int
+    beam_width: int
+    max_moves: int
+    touch_weight: int
+    seed: int
+    code_scheme: str
+    max_single: int = 4
+    time_budget_s: float = 1.0
+    vf: _Violation = field(default_factory=lambda: _Violation(0, 0, {}))
+
+    def refine(self, com: _Community, grids: set[str], *, keep_groups: bool) -> int:
+        """Split the units of ``grids`` into parts of whole buildings.
+
+        With ``keep_groups`` the buildings of one compound stay in one part
+        (compounds stay whole); without, compounds may be split too (DOMAIN
+        "Lumpiness": grid offices split large compounds by whole buildings).
+        """
+        if self.buildings is None:
+            return 0
+        bld = self.buildings
+        new_units: dict[int, list[tuple[Any, int]]] = {}
+        for u in range(com.n):
+            if com.grid[u] not in grids or com.fixed[u]:
+                continue
+            if com.hh[u] <= self.part_households:
+                continue
+            inside = bld.inside(com.geom_w[u])
+            if len(inside) < 2:
+                continue
+            res = split_block(
+                com.geom_w[u],
+                com.hh[u],
+                buildings=bld.foot[inside],
+                building_weights=bld.weight[inside],
+                building_groups=bld.group[inside] if keep_groups else None,
+                part_households=self.part_households,
+                max_households=self.hi,
+                use_roads=False,
+            )
+            if res.n_parts > 1:
+                new_units[u] = [
+                    (g, int(h)) for g, h in zip(res.parts, res.households, strict=True)
+                ]
+        if not new_units:
+            return 0
+        fields: dict[str, list[Any]] = {
+            k: [] for k in ("block_id", "hh", "geom_w", "geom_in", "orig", "grid")
+        }
+        fixed: list[bool] = []
+        for u in range(com.n):
+            pieces = new_units.get(u, [(com.geom_w[u], com.hh[u])])
+            for geom, h in pieces:
+                fields["block_id"].append(com.block_id[u])
+                fields["hh"].append(h)
+                fields["geom_w"].append(geom)
+                fields["geom_in"].append(com.geom_in[u] if u not in new_units else None)
+                fields["orig"].append(com.orig[u])
+                fields["grid"].append(com.grid[u])
+                fixed.append(com.fixed[u])
+        com.block_id = fields["block_id"]
+        com.hh = fields["hh"]
+        com.geom_w = fields["geom_w"]
+        com.geom_in = fields["geom_in"]
+        com.orig = fields["orig"]
+        com.grid = fields["grid"]
+        com.fixed = fixed
+        com.build_graph()
+        return len(new_units)
+
+    def violating(self, com: _Community) -> set[str]:
+        return {
+            g
+            for g, h in com.grid_hh().items()
+            if g not in self.locked and self.vf(g, h) > 0
+        }
+
+    def place_loose(self, com: _Community, notes: list[str]) -> None:
+        """Give new blocks and stranded pieces a grid (neighbour with fewest hh)."""
+        # Pieces of a grid cut in two (a removed block): keep the largest piece.
+        for g, units in com.members().items():
+            if g in self.locked:
+                continue
+            comps = com.components(units)
+            if len(comps) > 1:
+                comps.sort(key=lambda c: -sum(com.hh[u] for u in c))
+                for comp in comps[1:]:
+                    for u in comp:
+                        com.grid[u] = None
+                notes.append(
+                    f"grid {g} was cut in two; {len(comps) - 1} piece(s) moved"
+                )
+        loose = [u for u in range(com.n) if com.grid[u] is None]
+        while loose:
+            hh = com.grid_hh()
+            progress = False
+            for u in sorted(loose, key=lambda x: -com.hh[x]):
+                opts = {
+                    com.grid[v]
+                    for v in com.nbrs[u]
+                    if com.grid[v] is not None and com.grid[v] not in self.locked
+                }
+                if not opts:
+                    continue
+                best = min(opts, key=lambda g: (hh[g] > self.hi, hh[g], g))
+                com.grid[u] = best
+                hh[best] += com.hh[u]
+                progress = True
+            loose = [u for u in range(com.n) if com.grid[u] is None]
+            if not progress and loose:
+                # No grid next to it: a grid of its own (one per connected group).
+                for k, comp in enumerate(com.components(set(loose))):
+                    label = f"{_NEW}:{com.code}:{k}:{min(comp)}"
+                    for u in comp:
+                        com.grid[u] = label
+                notes.append(f"{len(loose)} unit(s) touch no grid: new grid(s)")
+                loose = []
+
+    def repartition(self, com: _Community, region: set[str]) -> list[str | None] | None:
+        """Re-partition the units of ``region``; new grid labels per unit."""
+        from spatialgrid.partition import partition_blocks
+
+        units = [u for u in range(com.n) if com.grid[u] in region]
+        total = sum(com.hh[u] for u in units)
+        if not units or not has_valid_k(
+            total, min_households=self.lo, max_households=self.hi
+        ):
+            return None
+        pseudo = gpd.GeoDataFrame(
+            {
+                "uid": [f"u{u}" for u in units],
+                "community_code": com.code,
+                "households": [com.hh[u] for u in units],
+            },
+            geometry=gpd.GeoSeries([com.geom_w[u] for u in units], crs=self.crs),
+            crs=self.crs,
+        )
+        bld = None
+        if self.buildings is not None:
+            region_geom = shapely.union_all(np.asarray(pseudo.geometry.values))
+            inside = self.buildings.inside(region_geom)
+            if len(inside):
+                bld = gpd.GeoDataFrame(
+                    {
+                        "households": self.buildings.weight[inside],
+                        "compound_id": self.buildings.group[inside],
+                    },
+                    geometry=gpd.GeoSeries(self.buildings.foot[inside], crs=self.crs),
+                    crs=self.crs,
+                )
+        res = partition_blocks(
+            pseudo,
+            id_col="uid",
+            buildings=bld,
+            min_households=self.lo,
+            max_households=self.hi,
+            code_scheme=self.code_scheme,
+            seed=self.seed,
+            working_crs=self.crs,
+        )
+        temp_geom = dict(
+            zip(res.grids["grid_code"], res.grids.geometry.values, strict=True)
+        )
+        # Rebuild the region's units from the result (split pseudo-blocks).
+        rows = res.assignments
+        by_uid: dict[str, list[tuple[str, int]]] = {}
+        for uid, code, h in zip(
+            rows["block_id"].astype(str),
+            rows["grid_code"].astype(str),
+            rows["households"].astype(int),
+            strict=True,
+        ):
+            by_uid.setdefault(uid, []).append((code, int(h)))
+        # Temp grid ↔ old grid overlap (households), matched one to one.
+        from scipy.optimize import linear_sum_assignment
+
+        temps = sorted(temp_geom)
+        olds = sorted(region)
+        w = np.zeros((len(temps), len(olds)))
+        for u in units:
+            for code, h in by_uid.get(f"u{u}", []):
+                o = com.orig[u]
+                if o in region:
+                    w[temps.index(code), olds.index(o)] += h
+        r, c = linear_sum_assignment(w, maximize=True)
+        label = {temps[i]: olds[j] for i, j in zip(r, c, strict=True)}
+        for k, t in enumerate(temps):
+            label.setdefault(t, f"{_NEW}:{com.code}:r{k}:{len(region)}")
+        new_units: dict[int, list[tuple[Any, int, str]]] = {}
+        for u in units:
+            pieces = by_uid.get(f"u{u}", [])
+            if len(pieces) == 1:
+                com.grid[u] = label[pieces[0][0]]
+                continue
+            parts = []
+            for code, h in pieces:
+                geom = _polys(shapely.intersection(com.geom_w[u], temp_geom[code]))
+                if geom is not None:
+                    parts.append((geom, h, label[code]))
+            if len(parts) < 2:
+                top = max(pieces, key=lambda p: p[1])
+                com.grid[u] = label[top[0]]
+                continue
+            new_units[u] = parts
+        if new_units:
+            bid, hh, gw, gi, orig, grid, fixed = [], [], [], [], [], [], []
+            for u in range(com.n):
+                pieces = new_units.get(u)
+                if pieces is None:
+                    pieces = [(com.geom_w[u], com.hh[u], com.grid[u])]
+                for geom, h, g in pieces:
+                    bid.append(com.block_id[u])
+                    hh.append(h)
+                    gw.append(geom)
+                    gi.append(com.geom_in[u] if u not in new_units else None)
+                    orig.append(com.orig[u])
+                    grid.append(g)
+                    fixed.append(com.fixed[u])
+            com.block_id, com.hh, com.geom_w, com.geom_in = bid, hh, gw, gi
+            com.orig, com.grid, com.fixed = orig, grid, fixed
+            com.build_graph()
+        return com.grid
+
+    def repair(self, com: _Community, notes: list[str]) -> str:
+        """Repair ``com`` in place; the method that was used."""
+        self.place_loose(com, notes)
+        if not self.violating(com):
+            return "none"
+        self._tolerate_oversize(com, notes)
+        if not self.violating(com):
+            return "none"
+        method = "moves"
+        state = self._search(com)
+        if state.viol > 0 and self.buildings is not None:
+            area = self.violating(com)
+            area |= com.neighbour_grids(area, self.locked)
+            for keep_groups in (True, False):
+                if self.refine(com, area, keep_groups=keep_groups):
+                    method = "moves+parts"
+                    state = self._search(com)
+                    if state.viol == 0:
+                        if not keep_groups:
+                            notes.append("compound(s) split by whole buildings")
+                        break
+        partial = _copy(com)
+        partial.grid = list(state.grid)
+        moves_score = self._score(partial)
+        if state.viol == 0:
+            # A grid far above max may be cheaper to split than to spread out.
+            core = self.violating(com)
+            hh = com.grid_hh()
+            if not any(hh[g] >= 2 * self.lo for g in core):
+                com.grid = list(state.grid)
+                return method
+            best = self._repartition_regions(com, 1, max_tiers=2)
+        else:
+            # Last resort: re-partition a region; smallest regions first.
+            best = self._repartition_regions(com, state.viol)
+        if best is None or moves_score <= best[0]:
+            if moves_score[0] < self._score(com)[0]:
+                com.grid = list(state.grid)
+            if moves_score[0] > 0:
+                notes.append("no plan within bounds found for the repair region")
+            return method
+        _assign(com, best[1])
+        notes.append(f"re-partitioned {best[2]} grid(s)")
+        return "repartition"
+
+    def _tolerate_oversize(self, com: _Community, notes: list[str]) -> None:
+        """Units above max that cannot be split: their surplus is unavoidable.
+
+        They are split by whole buildings first; what stays above max (one
+        building, no buildings known) is tolerated in its grid instead of
+        churning the neighbourhood for a violation no plan can remove.
+        """
+        big = {com.grid[u] for u in range(com.n) if com.hh[u] > self.hi}
+        big = {g for g in big if g is not None and g not in self.locked}
+        if not big:
+            return
+        self.refine(com, big, keep_groups=False)
+        for u in range(com.n):
+            g = com.grid[u]
+            if com.hh[u] > self.hi and g is not None and g not in self.locked:
+                self.vf.tol[g] = self.vf.tol.get(g, 0) + com.hh[u] - self.hi
+                notes.append(
+                    f"block {com.block_id[u]} alone holds {com.hh[u]} > {self.hi} "
+                    "households and cannot be split (no buildings to split by)"
+                )
+
+    def _score(self, com: _Community) -> tuple[int, int]:
+        hh = com.grid_hh()
+        v = sum(self.vf(g, h) for g, h in hh.items() if g not in self.locked)
+        touched = {
+            g
+            for u in range(com.n)
+            if com.grid[u] != com.orig[u]
+            for g in (com.grid[u], com.orig[u])
+            if g is not None
+        }
+        moved = sum(
+            com.hh[u]
+            for u in range(com.n)
+            if com.orig[u] is not None and com.grid[u] != com.orig[u]
+        )
+        return v, moved + self.touch_weight * len(touched)
+
+    def _repartition_regions(
+        self, com: _Community, base_viol: int, *, max_tiers: int | None = None
+    ) -> tuple[tuple[int, int], _Community, int] | None:
+        """Try regions tier by tier: the violating grids, plus one neighbour, plus
+        all neighbours, then ring by ring; the first tier with a plan within bounds
+        wins (its cheapest region), within ``time_budget_s``."""
+        from scipy.optimize import linear_sum_assignment  # noqa: F401  (warm, once)
+
+        t0 = time.perf_counter()
+        unlocked = {g for g in com.members() if g not in self.locked}
+        core = self.violating(com)
+        hh = com.grid_hh()
+        over = sum(hh[g] for g in core) > self.hi * len(core)
+        nbrs = sorted(
+            com.neighbour_grids(core, self.locked),
+            key=lambda g: (hh[g] if over else -hh[g], g),
+        )
+        tiers: list[list[set[str]]] = [[set(core)]]
+        tiers.append([core | {n} for n in nbrs[: self.max_single]])
+        region = core | set(nbrs)
+        tiers.append([region])
+        while not region >= unlocked:
+            wider = region | com.neighbour_grids(region, self.locked)
+            if wider == region:
+                break
+            region = wider
+            tiers.append([region])
+        best: tuple[tuple[int, int], _Community, int] | None = None
+        for tier in tiers[:max_tiers]:
+            for reg in tier:
+                if time.perf_counter() - t0 > self.time_budget_s and best is not None:
+                    return best
+                trial = _copy(com)
+                if self.repartition(trial, reg) is None:
+                    continue
+                if self._score(trial)[0] > 0:  # tidy up what the cut left
+                    trial.grid = list(self._search(trial).grid)
+                if self._score(trial)[0] > 0 and self.buildings is not None:
+                    area = self.violating(trial)
+                    area |= trial.neighbour_grids(area, self.locked)
+                    if self.refine(trial, area, keep_groups=False):
+                        trial.grid = list(self._search(trial).grid)
+                score = self._score(trial)
+                if score[0] < base_viol and (best is None or score < best[0]):
+                    best = (score, trial, len(reg))
+            if best is not None and best[0][0] == 0:
+                return best
+        return best
+
+    def _search(self, com: _Community) -> _State:
+        return _search(
+            com,
+            lo=self.lo,
+            hi=self.hi,
+            locked=self.locked,
+            beam_width=self.beam_width,
+            max_moves=self.max_moves,
+            touch_weight=self.touch_weight,
+            tol=self.vf.tol,
+        )
+
+
+def _copy(com: _Community) -> _Community:
+    return _Community(
+        code=com.code,
+        block_id=list(com.block_id),
+        hh=list(com.hh),
+        geom_w=list(com.geom_w),
+        geom_in=list(com.geom_in),
+        orig=list(com.orig),
+        grid=list(com.grid),
+        fixed=list(com.fixed),
+        nbrs=[set(s) for s in com.nbrs],
+    )
+
+
+def _assign(com: _Community, other: _Community) -> None:
+    for name in (
+        "block_id",
+        "hh",
+        "geom_w",
+        "geom_in",
+        "orig",
+        "grid",
+        "fixed",
+        "nbrs",
+    ):
+        setattr(com, name, getattr(other, name))
+
+
+# ----------------------------------------------------------------------- public
+
+
+def _flag_text(h: int, lo: int, hi: int, contiguous: bool = True) -> str:
+    flags = []
+    if h < lo:
+        flags.append(f"below_min: {h} < {lo}")
+    elif h > hi:
+        flags.append(f"above_max: {h} > {hi}")
+    if not contiguous:
+        flags.append("not_contiguous: its blocks share no street edge chain")
+    return "; ".join(flags)
+
+
+def _flags_as_text(value: Any) -> str:
+    if isinstance(value, list | tuple | np.ndarray):
+        return "; ".join(str(v) for v in value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def rebalance_plan(
+    blocks: gpd.GeoDataFrame,
+    grids: gpd.GeoDataFrame,
+    assignments: pd.DataFrame,
+    *,
+    buildings: gpd.GeoDataFrame | None = None,
+    locked: Iterable[str] = (),
+    used_codes: Iterable[str] = (),
+    households_col: str = "households",
+    community_col: str = "community_code",
+    id_col: str = "block_id",
+    min_households: int = 400,
+    max_households: int = 500,
+    code_scheme: str = "cjt213",
+    seed: int = 0,
+    working_crs: Any = None,
+    repair_all: bool = False,
+    part_households: int | None = None,
+    beam_width: int = 12,
+    max_moves: int = 12,
+    touch_weight: int = 50,
+    progress: ProgressCallback | None = None,
+) -> RebalanceResult:
+    """Repair a plan after the data changed, moving as few households as possible.
+
+    Parameters
+    ----------
+    blocks
+        The *current* street blocks (changed households, new blocks added,
+        removed blocks absent) with ``id_col``, ``households_col``,
+        ``community_col`` and polygon geometry.
+    grids, assignments
+        The plan in force: grids (``grid_code``, ``community_code``,
+        ``households``, geometry; same CRS as ``blocks``) and its assignments
+        (``block_id``, ``grid_code``, ``households`` per block or part).
+    buildings
+        Optional building footprints (``households``, ``compound_id``); enable
+        moving parts of blocks (whole buildings) when whole blocks are too lumpy.
+    locked
+        Grid codes that must stay exactly as they are.
+    used_codes
+        Every grid code ever used (all stored plans); new grids never get one.
+        The codes of ``grids`` are always included.
+    households_col, community_col, id_col
+        Column names in ``blocks``.
+    min_households, max_households
+        Bounds per grid.
+    code_scheme
+        ``"cjt213"`` or ``"db11"``, for new codes.
+    seed
+        Seed of the last-resort re-partition.
+    working_crs
+        Projected CRS for metric work (default: the blocks' own when projected,
+        else CGCS2000 Gauss–Krüger / UTM).
+    repair_all
+        Also repair grids that already broke the bounds before the change. By
+        default such a grid keeps its old violation as a tolerance (the rebalance
+        repairs what the change broke, without churning around old flaws), and
+        communities whose data did not change are copied untouched.
+    part_households
+        Target households of the building parts units are refined into when
+        whole units cannot be moved (default ``(max - min) // 2``).
+    beam_width, max_moves
+        Breadth and depth of the move search.
+    touch_weight
+        Households a touched grid is worth in the search's cost (moving fewer
+        households vs. touching fewer grids).
+    progress
+        Called as ``progress("rebalance", done, total)`` per changed community.
+
+    Returns
+    -------
+    RebalanceResult
+
+    Raises
+    ------
+    MissingColumnError, MissingCRSError, CRSMismatchError
+        On broken input contracts.
+    InputError
+        A locked code that is not in ``grids``; bounds out of order.
+    CodeOverflowError
+        A community runs out of never-used sequence numbers.
+
+    Notes
+    -----
+    Adjacency and splitting run in ``working_crs``; output geometries are in the
+    input CRS. Untouched and locked grids keep their input geometry objects.
+    """
+    t0 = time.perf_counter()
+    lo, hi = int(min_households), int(max_households)
+    if not 0 < lo <= hi:
+        msg = f"min_households={lo} and max_households={hi} need 0 < min <= max"
+        raise InputError(msg)
+    require_columns(blocks, (id_col, households_col, community_col), "blocks")
+    require_columns(grids, ("grid_code",), "grids")
+    require_columns(assignments, ("block_id", "grid_code"), "assignments")
+    in_crs = CRS.from_user_input(
+        require_same_crs(blocks=blocks, grids=grids, buildings=buildings)
+    )
+    crs = _working_crs(blocks, working_crs)
+    same_crs = crs.equals(in_crs)
+    locked_set = {str(c) for c in locked}
+    codes = grids["grid_code"].astype(str).to_numpy()
+    unknown = sorted(locked_set - set(codes))
+    if unknown:
+        msg = f"locked grid codes {unknown[:5]} are not in grids['grid_code']"
+        raise InputError(msg)
+    used = set(map(str, used_codes)) | set(codes)
+    grid_comm = (
+        dict(zip(codes, grids["community_code"].astype(str), strict=True))
+        if "community_code" in grids.columns
+        else {c: c[:12] for c in codes}
+    )
+
+    ids = blocks[id_col].astype(str).to_numpy()
+    if len(set(ids)) != len(ids):
+        msg = f"blocks[{id_col!r}] has duplicate ids; block ids must be unique"
+        raise InputError(msg)
+    bhh = dict(zip(ids, blocks[households_col].astype("int64"), strict=True))
+    bcomm = dict(zip(ids, blocks[community_col].astype(str), strict=True))
+    bpos = {b: i for i, b in enumerate(ids)}
+
+    a_bid = assignments["block_id"].astype(str).to_numpy()
+    a_code = assignments["grid_code"].astype(str).to_numpy()
+    bad = sorted(set(a_code) - set(codes))
+    if bad:
+        msg = f"assignments name grid codes {bad[:5]} that are not in grids"
+        raise InputError(msg)
+    if "households" in assignments.columns:
+        a_w = pd.to_numeric(assignments["households"], errors="coerce").to_numpy(float)
+    else:
+        a_w = np.full(len(a_bid), np.nan)
+    rows_of: dict[str, list[int]] = {}
+    for r, b in enumerate(a_bid):
+        rows_of.setdefault(b, []).append(r)
+
+    # New households per assignment row.
+    row_hh = np.zeros(len(a_bid), dtype=np.int64)
+    for b, rows in rows_of.items():
+        total = bhh.get(b)
+        if total is None:
+            continue  # removed block
+        if len(rows) == 1:
+            row_hh[rows[0]] = total
+        else:
+            w = a_w[rows]
+            if not np.isfinite(w).all() or w.sum() <= 0:
+                w = np.ones(len(rows))
+            row_hh[rows] = allocate_households(int(total), w)
+    grid_new = pd.Series(row_hh).groupby(a_code).sum().reindex(codes, fill_value=0)
+    old_hh = (
+        pd.to_numeric(grids["households"], errors="coerce").to_numpy()
+        if "households" in grids.columns
+        else np.full(len(codes), np.nan)
+    )
+    removed = sorted(set(rows_of) - set(bhh))
+    added = sorted(set(bhh) - set(rows_of))
+    changed_grids = {
+        c
+        for c, o, n in zip(codes, old_hh, grid_new.to_numpy(), strict=True)
+        if not (np.isfinite(o) and int(o) == int(n))
+    }
+    changed_grids |= {a_code[r] for b in removed for r in rows_of[b]}
+    communities = {grid_comm[g] for g in changed_grids} | {bcomm[b] for b in added}
+    viol_before = {
+        c: _viol(int(h), lo, hi) > 0 for c, h in zip(codes, grid_new, strict=True)
+    }
+    if repair_all:
+        communities |= {
+            grid_comm[c] for c, v in viol_before.items() if v and c not in locked_set
+        }
+    bad_comm = sorted(
+        {bcomm[b] for b in rows_of if b in bcomm} - set(grid_comm.values())
+    )
+    if bad_comm:
+        log.warning("blocks of communities %s have no grid in the plan", bad_comm[:5])
+
+    # Old flaws of grids the change did not reach are tolerated (see _Violation).
+    old_viol = {
+        c: _viol(int(o), lo, hi) if np.isfinite(o) else 0
+        for c, o in zip(codes, old_hh, strict=True)
+    }
+    vf = _Violation(
+        lo,
+        hi,
+        {}
+        if repair_all
+        else {c: v for c, v in old_viol.items() if v and c not in changed_grids},
+    )
+    # Which communities need geometry work (violations, new or removed blocks).
+    work = sorted(
+        c
+        for c in communities
+        if any(
+            vf(g, int(grid_new[g])) and g not in locked_set
+            for g in codes
+            if grid_comm[g] == c
+        )
+        or any(bcomm[b] == c for b in added)
+        or any(grid_comm[a_code[r]] == c for b in removed for r in rows_of[b])
+    )
+    engine = _Engine(
+        lo=lo,
+        hi=hi,
+        locked=locked_set,
+        crs=crs,
+        buildings=None,
+        part_households=int(part_households or max((hi - lo) // 2, 10)),
+        beam_width=int(beam_width),
+        max_moves=int(max_moves),
+        touch_weight=int(touch_weight),
+        seed=int(seed),
+        code_scheme=code_scheme,
+        vf=vf,
+    )
+    grid_geom_in = dict(zip(codes, grids.geometry.values, strict=True))
+    results: dict[str, _Community] = {}
+    comm_rows: list[dict[str, Any]] = []
+    report(progress, "rebalance", 0, len(work))
+    if work:
+        mask = np.isin(blocks[community_col].astype(str).to_numpy(), work)
+        sub_blocks = blocks[mask]
+        if buildings is not None and len(sub_blocks):
+            engine.buildings = _Buildings.build(buildings, crs, sub_blocks.total_bounds)
+        sub_w = sub_blocks if same_crs else sub_blocks.to_crs(crs)
+        bw = dict(
+            zip(sub_blocks[id_col].astype(str), sub_w.geometry.values, strict=True)
+        )
+        work_grids = [g for g in codes if grid_comm[g] in work]
+        gw_series = grids.geometry[np.isin(codes, work_grids)]
+        gw = gw_series if same_crs else gw_series.to_crs(crs)
+        grid_geom_w = dict(
+            zip(codes[np.isin(codes, work_grids)], gw.values, strict=True)
+        )
+    for ci, comm in enumerate(work):
+        com = _build_community(
+            comm,
+            ids=[b for b in ids if bcomm[b] == comm],
+            blocks_in=blocks.geometry.values,
+            bpos=bpos,
+            bw=bw,
+            rows_of=rows_of,
+            a_code=a_code,
+            row_hh=row_hh,
+            grid_geom_in=grid_geom_in,
+            grid_geom_w=grid_geom_w,
+            locked=locked_set,
+            bhh=bhh,
+        )
+        notes: list[str] = []
+        before = sum(
+            1
+            for g, h in com.grid_hh().items()
+            if g not in locked_set and _viol(h, lo, hi)
+        )
+        method = engine.repair(com, notes)
+        hh_after = com.grid_hh()
+        after = sum(
+            1 for g, h in hh_after.items() if g not in locked_set and _viol(h, lo, hi)
+        )
+        total = sum(com.hh)
+        moved = sum(
+            com.hh[u]
+            for u in range(com.n)
+            if com.orig[u] is not None and com.grid[u] != com.orig[u]
+        )
+        touched = {
+            g
+            for u in range(com.n)
+            if com.grid[u] != com.orig[u]
+            for g in (com.grid[u], com.orig[u])
+            if g is not None
+        }
+        results[comm] = com
+        comm_rows.append(
+            {
+                "community_code": comm,
+                "status": "ok"
+                if before == 0 and after == 0
+                else ("repaired" if after == 0 else "violations"),
+                "method": method,
+                "violations_before": before,
+                "violations_after": after,
+                "households_moved": int(moved),
+                "grids_touched": len(touched),
+                "feasible": has_valid_k(total, min_households=lo, max_households=hi),
+                "notes": "; ".join(notes),
+            }
+        )
+        report(progress, "rebalance", ci + 1, len(work))
+
+    out = _assemble(
+        grids=grids,
+        codes=codes,
+        grid_comm=grid_comm,
+        grid_new=grid_new,
+        assignments=assignments,
+        a_bid=a_bid,
+        a_code=a_code,
+        row_hh=row_hh,
+        bcomm=bcomm,
+        results=results,
+        blocks=blocks,
+        bpos=bpos,
+        locked=locked_set,
+        used=used,
+        lo=lo,
+        hi=hi,
+        crs=crs,
+        in_crs=in_crs,
+        same_crs=same_crs,
+        code_scheme=code_scheme,
+    )
+    new_grids, new_assign, moves, created, retired = out
+    for row in comm_rows:  # net numbers, as plandiff counts them
+        mine = moves[moves["community_code"] == row["community_code"]]
+        row["households_moved"] = int(
+            mine.loc[mine["from_grid"].notna(), "households"].sum()
+        )
+        row["grids_touched"] = len(
+            (set(mine["from_grid"].dropna()) | set(mine["to_grid"]))
+            | {
+                c
+                for c in (*created, *retired)
+                if grid_comm.get(c, c[:12]) == row["community_code"]
+            }
+        )
+    touched_codes = sorted(
+        set(moves["from_grid"].dropna())
+        | set(moves["to_grid"])
+        | set(created)
+        | set(retired)
+    )
+    touched_codes = [c for c in touched_codes if c]
+    within = new_grids["households"].between(lo, hi)
+    summary = {
+        "households_moved": int(
+            moves.loc[moves["from_grid"].notna(), "households"].sum()
+        ),
+        "households_new": int(moves.loc[moves["from_grid"].isna(), "households"].sum()),
+        "grids_touched": touched_codes,
+        "n_grids_touched": len(touched_codes),
+        "codes_created": created,
+        "codes_retired": retired,
+        "communities_changed": sorted(communities),
+        "communities_repaired": work,
+        "violations_before": int(
+            sum(1 for c, v in viol_before.items() if v and c not in locked_set)
+        ),
+        "violations_after": int(
+            (~within & ~new_grids["grid_code"].isin(locked_set)).sum()
+        ),
+        "blocks_added": added,
+        "blocks_removed": removed,
+        "locked": sorted(locked_set),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    communities_frame = pd.DataFrame(
+        comm_rows,
+        columns=[
+            "community_code",
+            "status",
+            "method",
+            "violations_before",
+            "violations_after",
+            "households_moved",
+            "grids_touched",
+            "feasible",
+            "notes",
+        ],
+    )
+    log.info(
+        "rebalanced %d communities: %d households moved, %d grids touched",
+        len(work),
+        summary["households_moved"],
+        len(touched_codes),
+    )
+    return RebalanceResult(
+        grids=new_grids,
+        assignments=new_assign,
+        moves=moves,
+        communities=communities_frame,
+        summary=summary,
+    )
+
+
+def _build_community(
+    comm: str,
+    *,
+    ids: list[str],
+    blocks_in: Any,
+    bpos: dict[str, int],
+    bw: dict[str, Any],
+    rows_of: dict[str, list[int]],
+    a_code: np.ndarray,
+    row_hh: np.ndarray,
+    grid_geom_in: dict[str, Any],
+    grid_geom_w: dict[str, Any],
+    locked: set[str],
+    bhh: dict[str, int],
+) -> _Community:
+    com = _Community(
+        code=comm, block_id=[], hh=[], geom_w=[], geom_in=[], orig=[], grid=[], fixed=[]
+    )
+    for b in ids:
+        rows = rows_of.get(b, [])
+        g_in = blocks_in[bpos[b]]
+        g_w = bw[b]
+        grids_b: dict[str, int] = {}
+        for r in rows:
+            grids_b[str(a_code[r])] = grids_b.get(str(a_code[r]), 0) + int(row_hh[r])
+        pieces: list[tuple[Any, Any, int, str | None]] = []
+        if len(grids_b) <= 1:
+            g = next(iter(grids_b), None)
+            pieces.append((g_in, g_w, int(sum(grids_b.values())) if g else -1, g))
+        else:
+            for g, h in sorted(grids_b.items()):
+                pw = _polys(shapely.intersection(g_w, grid_geom_w[g]))
+                pi = _polys(shapely.intersection(g_in, grid_geom_in[g]))
+                if pw is None or pi is None or pw.area <= 1e-6 * max(g_w.area, 1.0):
+                    continue
+                pieces.append((pi, pw, h, g))
+            if len(pieces) != len(grids_b):  # parts that no longer intersect
+                top = max(grids_b.items(), key=lambda kv: kv[1])[0]
+                pieces = [(g_in, g_w, int(sum(grids_b.values())), top)]
+                log.warning("block %s: its parts do not match their grids", b)
+        for pi, pw, h, g in pieces:
+            com.block_id.append(b)
+            com.hh.append(h if h >= 0 else 0)
+            com.geom_in.append(pi)
+            com.geom_w.append(pw)
+            com.orig.append(g)
+            com.grid.append(g)
+            com.fixed.append(g in locked)
+    for u in range(com.n):  # new blocks: households from the block itself
+        if com.orig[u] is None:
+            com.hh[u] = int(bhh[com.block_id[u]])
+    com.build_graph()
+    return com
+
+
+def _assemble(
+    *,
+    grids: gpd.GeoDataFrame,
+    codes: np.ndarray,
+    grid_comm: dict[str, str],
+    grid_new: pd.Series,
+    assignments: pd.DataFrame,
+    a_bid: np.ndarray,
+    a_code: np.ndarray,
+    row_hh: np.ndarray,
+    bcomm: dict[str, str],
+    results: dict[str, _Community],
+    blocks: gpd.GeoDataFrame,
+    bpos: dict[str, int],
+    locked: set[str],
+    used: set[str],
+    lo: int,
+    hi: int,
+    crs: CRS,
+    in_crs: CRS,
+    same_crs: bool,
+    code_scheme: str,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame, list[str], list[str]]:
+    """The draft plan's grids, assignments and moves from the repaired communities."""
+    from spatialgrid.codes import spatial_order
+
+    # 1. Codes for new grids: never-used sequence numbers, west→east north→south.
+    created: list[str] = []
+    for comm, com in sorted(results.items()):
+        labels = sorted({g for g in com.grid if g is not None and g.startswith(_NEW)})
+        if not labels:
+            continue
+        geoms = [
+            shapely.union_all(
+                np.asarray([com.geom_w[u] for u in range(com.n) if com.grid[u] == lab])
+            )
+            for lab in labels
+        ]
+        order = spatial_order(geoms)
+        fresh = next_grid_codes(
+            comm, len(labels), used_codes=used, code_scheme=code_scheme
+        )
+        rename = {labels[int(p)]: fresh[k] for k, p in enumerate(order)}
+        used.update(fresh)
+        created.extend(fresh)
+        com.grid = [rename.get(g, g) if g is not None else None for g in com.grid]
+
+    # 2. Which grids changed membership.
+    old_blocks: dict[str, set[str]] = {}
+    for b, c in zip(a_bid, a_code, strict=True):
+        old_blocks.setdefault(str(c), set()).add(str(b))
+    touched: set[str] = set()
+    final_members: dict[str, list[tuple[_Community, int]]] = {}
+    for com in results.values():
+        new_blocks: dict[str, set[str]] = {}
+        for u in range(com.n):
+            g = com.grid[u]
+            if g is None:
+                continue
+            final_members.setdefault(g, []).append((com, u))
+            new_blocks.setdefault(g, set()).add(com.block_id[u])
+            if g != com.orig[u]:
+                touched.add(g)
+                if com.orig[u] is not None:
+                    touched.add(com.orig[u])
+        for g in {c for c in codes if grid_comm[c] == com.code}:
+            if old_blocks.get(g, set()) != new_blocks.get(g, set()):
+                touched.add(g)
+    touched -= locked
+    repaired = set(results)
+    retired = sorted(
+        c
+        for c in codes
+        if grid_comm[c] in repaired and c not in final_members and c not in locked
+    )
+
+    # 3. Grid rows.
+    in_geoms = np.asarray(blocks.geometry.values, dtype=object)
+    base = grids.copy()
+    base["grid_code"] = base["grid_code"].astype(str)
+    if "flags" in base.columns:
+        base["flags"] = [_flags_as_text(f) for f in base["flags"]]
+    else:
+        base["flags"] = ""
+    hh_old = (
+        pd.to_numeric(base["households"], errors="coerce")
+        if "households" in base.columns
+        else pd.Series(np.nan, index=base.index)
+    )
+    new_hh = grid_new.reindex(base["grid_code"]).to_numpy()
+    base["households"] = new_hh.astype("int64")
+    for i, (h_old, h_new) in enumerate(zip(hh_old.to_numpy(), new_hh, strict=True)):
+        if not (np.isfinite(h_old) and int(h_old) == int(h_new)):
+            other = [
+                f
+                for f in str(base["flags"].iat[i]).split("; ")
+                if f and not f.startswith(("below_min", "above_max"))
+            ]
+            bound = _flag_text(int(h_new), lo, hi)
+            base.iloc[i, base.columns.get_loc("flags")] = "; ".join(
+                ([bound] if bound else []) + other
+            )
+    keep = ~base["grid_code"].isin(touched | set(retired))
+    kept = base[keep]
+
+    # Geometry of touched grids: whole blocks as they are, pieces unioned.
+    todo = sorted(g for g in touched if g in final_members)
+    piece_w: list[Any] = []
+    piece_slot: list[tuple[_Community, int]] = []
+    for g in todo:
+        for com, u in final_members[g]:
+            if com.geom_in[u] is None:
+                piece_w.append(com.geom_w[u])
+                piece_slot.append((com, u))
+    if piece_w:
+        back = (
+            piece_w
+            if same_crs
+            else list(gpd.GeoSeries(piece_w, crs=crs).to_crs(in_crs).values)
+        )
+        for (com, u), geom in zip(piece_slot, back, strict=True):
+            com.geom_in[u] = geom
+    grids_of_block: dict[str, set[str]] = {}
+    for b, c in zip(a_bid, a_code, strict=True):
+        if str(c) not in touched and str(c) not in retired:
+            grids_of_block.setdefault(str(b), set()).add(str(c))
+    for g in todo:
+        for com, u in final_members[g]:
+            grids_of_block.setdefault(com.block_id[u], set()).add(g)
+    new_rows: list[dict[str, Any]] = []
+    new_geoms: list[Any] = []
+    for g in todo:
+        members = final_members[g]
+        com = members[0][0]
+        by_block: dict[str, list[int]] = {}
+        for _, u in members:
+            by_block.setdefault(com.block_id[u], []).append(u)
+        pieces = []
+        for b, us in by_block.items():
+            whole = grids_of_block.get(b, set()) == {g}
+            pieces.extend(
+                [in_geoms[bpos[b]]] if whole else [com.geom_in[u] for u in us]
+            )
+        geom = shapely.union_all(np.asarray(pieces, dtype=object))
+        geom_w = shapely.union_all(np.asarray([com.geom_w[u] for _, u in members]))
+        per = float(geom_w.length)
+        pp = float(4 * math.pi * geom_w.area / per**2) if per > 0 else 0.0
+        h = sum(com.hh[u] for _, u in members)
+        contiguous = len(com.components({u for _, u in members})) == 1
+        row = {
+            "grid_code": g,
+            "community_code": com.code,
+            "households": int(h),
+            "n_blocks": len(by_block),
+            "polsby_popper": pp,
+            "split_blocks": ",".join(
+                sorted(b for b in by_block if len(grids_of_block.get(b, ())) > 1)
+            ),
+            "flags": _flag_text(int(h), lo, hi, contiguous),
+        }
+        old = base[base["grid_code"] == g]
+        if len(old):  # extra columns (worker, names...) stay with the code
+            for col in base.columns:
+                if col not in row and col != base.geometry.name:
+                    row[col] = old[col].iat[0]
+        new_rows.append(row)
+        new_geoms.append(geom)
+    geo_name = base.geometry.name
+    cols = [c for c in base.columns if c != geo_name]
+    for extra in ("n_blocks", "polsby_popper", "split_blocks"):
+        if extra not in cols:
+            cols.append(extra)
+    fresh = gpd.GeoDataFrame(
+        pd.DataFrame(new_rows, columns=cols),
+        geometry=gpd.GeoSeries(new_geoms, crs=in_crs),
+        crs=in_crs,
+    )
+    if geo_name != "geometry":
+        fresh = fresh.rename_geometry(geo_name)
+    kept = kept.reindex(columns=[*cols, geo_name])
+    out_grids = gpd.GeoDataFrame(
+        pd.concat([kept, fresh], ignore_index=True), geometry=geo_name, crs=in_crs
+    )
+    out_grids = out_grids.sort_values("grid_code", kind="stable").reset_index(drop=True)
+
+    # 4. Assignments: untouched rows copied, touched grids regenerated.
+    a = assignments.copy()
+    a["block_id"] = a["block_id"].astype(str)
+    a["grid_code"] = a["grid_code"].astype(str)
+    a["households"] = row_hh
+    if "community_code" not in a.columns:
+        a["community_code"] = [grid_comm[c] for c in a["grid_code"]]
+    for col in ("part_id", "unit"):
+        if col not in a.columns:
+            a[col] = None
+    keep_rows = ~a["grid_code"].isin(touched | set(retired))
+    copied = a[keep_rows]
+    used_parts: dict[str, set[str]] = {}
+    for b, p in zip(copied["block_id"], copied["part_id"], strict=True):
+        if isinstance(p, str) and p:
+            used_parts.setdefault(b, set()).add(p)
+    gen_rows: list[dict[str, Any]] = []
+    gen_index: list[Any] = []
+    for g in todo:
+        agg: dict[str, int] = {}
+        com = final_members[g][0][0]
+        for _, u in final_members[g]:
+            agg[com.block_id[u]] = agg.get(com.block_id[u], 0) + com.hh[u]
+        for b, h in sorted(agg.items()):
+            split = len(grids_of_block.get(b, ())) > 1
+            part = None
+            if split:
+                k = 1
+                while f"{b}/{k}" in used_parts.get(b, set()):
+                    k += 1
+                part = f"{b}/{k}"
+                used_parts.setdefault(b, set()).add(part)
+            gen_rows.append(
+                {
+                    "block_id": b,
+                    "grid_code": g,
+                    "community_code": com.code,
+                    "households": int(h),
+                    "part_id": part,
+                    "unit": "part" if split else "block",
+                }
+            )
+            gen_index.append(blocks.index[bpos[b]])
+    generated = pd.DataFrame(
+        gen_rows, columns=list(a.columns), index=pd.Index(gen_index, name=a.index.name)
+    )
+    # Copied rows of blocks that became split (or whole) keep their part state.
+    out_assign = pd.concat([copied, generated]) if len(generated) else copied.copy()
+    nparts = out_assign.groupby("block_id")["grid_code"].transform("nunique")
+    whole_again = (nparts == 1) & out_assign["part_id"].notna()
+    whole_again &= ~out_assign["grid_code"].isin(locked)
+    out_assign.loc[whole_again, "part_id"] = None
+    out_assign.loc[whole_again, "unit"] = "block"
+
+    # 5. Moves: net flows per block (parts swapping back and forth cancel out).
+    from spatialgrid.plandiff import block_flows
+
+    move_rows: list[dict[str, Any]] = []
+    for com in results.values():
+        old_d: dict[str, dict[str, int]] = {}
+        new_d: dict[str, dict[str, int]] = {}
+        for u in range(com.n):
+            b, g, o = com.block_id[u], com.grid[u], com.orig[u]
+            if g is None:
+                continue
+            nd = new_d.setdefault(b, {})
+            nd[g] = nd.get(g, 0) + com.hh[u]
+            if o is not None:
+                od = old_d.setdefault(b, {})
+                od[o] = od.get(o, 0) + com.hh[u]
+        for b in sorted(new_d):
+            if b in old_d:
+                flows = block_flows(old_d[b], new_d[b])[1]
+            else:
+                flows = [(None, g, h) for g, h in sorted(new_d[b].items())]
+            for frm, to, h in flows:
+                move_rows.append(
+                    {
+                        "block_id": b,
+                        "from_grid": frm,
+                        "to_grid": to,
+                        "households": int(h),
+                        "community_code": com.code,
+                    }
+                )
+    moves = pd.DataFrame(
+        move_rows,
+        columns=["block_id", "from_grid", "to_grid", "households", "community_code"],
+    )
+    return out_grids, out_assign, moves, created, retired
