@@ -56,6 +56,51 @@ class Settings(BaseSettings):
         ),
     )
     title: str = "spatialgrid"
+    basemap: str = Field(
+        default="none",
+        description=(
+            "What the map pages draw under our layers: 'none' (streets and blocks "
+            "from the stored city, works offline), 'osm', 'tianditu' (needs "
+            "SPATIALGRID_TIANDITU_TOKEN) or an XYZ tile URL template "
+            "(https://.../{z}/{x}/{y}.png; Amap/Tencent hosts are taken as GCJ-02)."
+        ),
+    )
+    tianditu_token: str | None = Field(
+        default=None, description="Tianditu (天地图) key for basemap='tianditu'."
+    )
+    basemap_attribution: str | None = Field(
+        default=None, description="Credit shown for a tile URL basemap."
+    )
+    categories_path: str | None = Field(
+        default=None,
+        description=(
+            "CSV of incident categories and time limits (see data/categories.csv); "
+            "unset = the bundled table."
+        ),
+    )
+    incident_working_hours: bool = Field(
+        default=True,
+        description=(
+            "Count time limits in working minutes (08:30-17:30 Monday-Friday); "
+            "false = calendar minutes."
+        ),
+    )
+    incident_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="Local time zone of the command centre (months, working hours).",
+    )
+    duplicate_radius_m: float = Field(
+        default=50.0,
+        gt=0,
+        le=5000,
+        description="A new incident this close to an open one of its category...",
+    )
+    duplicate_window_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 365,
+        description="...reported at most this many hours earlier is a duplicate.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

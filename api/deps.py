@@ -73,6 +73,8 @@ class Permission(StrEnum):
     """List grid plans and read their grids and assignments."""
     WRITE_PLANS = "plans:write"
     """Start partition jobs, create and activate grid plans."""
+    CHECK_COVERAGE = "coverage:read"
+    """Run coverage QA on a plan: gaps, overlaps, what falls through."""
     READ_INCIDENTS = "incidents:read"
     """Read incidents (events reported in grids)."""
     REPORT_INCIDENTS = "incidents:report"
@@ -81,13 +83,24 @@ class Permission(StrEnum):
     """Assign, escalate, transition and close incidents."""
     MANAGE_WORKERS = "workers:manage"
     """Create grid workers and assign them to grids."""
+    HANDLE_INCIDENTS = "incidents:handle"
+    """Field steps of a dispatched case: accept it (handle), report back."""
+    READ_REQUESTS = "requests:read"
+    """Status of service requests without personal data (Open311 GET)."""
+    READ_REPORTERS = "reporters:read"
+    """Read a reporter's name and phone (every read is audited)."""
+    VIEW_MAPS = "maps:view"
+    """Open the command-centre map pages."""
 
 
-#: Who may do what. The planner may do everything, the operator everything but
-#: planning writes, a grid worker reads and reports, a consumer (partner systems,
-#: hotline apps) reads layers and locates.
+#: Who may do what. The planner may do everything but read reporters' personal
+#: data, the operator everything but planning writes, a grid worker reads, reports
+#: and handles cases in the field, a consumer (partner systems, hotline apps)
+#: reads layers, locates, reports and follows its requests. Reporters' names and
+#: phones are for the command-centre operator only (check it with
+#: :func:`has_permission`: :func:`require_role` always admits the planner).
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
-    "planner": frozenset(Permission),
+    "planner": frozenset(Permission) - {Permission.READ_REPORTERS},
     "operator": frozenset(Permission) - {Permission.WRITE_PLANS},
     "worker": frozenset(
         {
@@ -96,10 +109,24 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             Permission.READ_PLANS,
             Permission.READ_INCIDENTS,
             Permission.REPORT_INCIDENTS,
+            Permission.HANDLE_INCIDENTS,
+            Permission.READ_REQUESTS,
         }
     ),
-    "consumer": frozenset({Permission.READ_LAYERS, Permission.LOCATE}),
+    "consumer": frozenset(
+        {
+            Permission.READ_LAYERS,
+            Permission.LOCATE,
+            Permission.REPORT_INCIDENTS,
+            Permission.READ_REQUESTS,
+        }
+    ),
 }
+
+
+def has_permission(role: str, permission: Permission | str) -> bool:
+    """Whether :data:`ROLE_PERMISSIONS` grants ``permission`` to ``role``."""
+    return Permission(permission) in ROLE_PERMISSIONS.get(role, frozenset())
 
 
 def roles_with(permission: Permission | str) -> tuple[str, ...]:

@@ -253,3 +253,50 @@ def synthetic_incidents(
         geometry=gpd.points_from_xy(x, y),
         crs=area.crs,
     )
+
+
+from spatialgrid.city import City, empty_layer  # noqa: E402 - appended helper below
+
+
+def lattice_city(
+    plan: dict[str, gpd.GeoDataFrame] | None = None,
+    *,
+    name: str = "测试城",
+    admin_code: str = "421002",
+    **plan_options: object,
+) -> tuple[City, gpd.GeoDataFrame]:
+    """A storable :class:`~spatialgrid.city.City` and its grids from :func:`lattice_plan`.
+
+    ``plan`` defaults to ``lattice_plan(**plan_options)``. Adds the one subdistrict
+    (the union of the communities) and an empty compounds layer; door plates get
+    ``road``/``number`` so a gazetteer can find them. Returns ``(city, grids)``.
+    """
+    if plan is None:
+        plan = lattice_plan(**plan_options)  # type: ignore[arg-type]
+    communities = plan["communities"]
+    crs = communities.crs
+    subdistricts = gpd.GeoDataFrame(
+        {
+            "subdistrict_code": [str(communities["subdistrict_code"].iloc[0])],
+            "name": ["测试街道"],
+        },
+        geometry=[shapely.union_all(np.asarray(communities.geometry.values))],
+        crs=crs,
+    )
+    addresses = plan["addresses"].copy()
+    addresses["road"] = "中山路"
+    addresses["number"] = [f"{i + 1}号" for i in range(len(addresses))]
+    addresses["address"] = [f"中山路{i + 1}号" for i in range(len(addresses))]
+    city = City(
+        subdistricts=subdistricts,
+        communities=communities,
+        streets=plan["streets"],
+        blocks=plan["blocks"],
+        buildings=plan["buildings"],
+        compounds=empty_layer("compounds", crs),
+        addresses=addresses,
+        pois=plan["pois"],
+        name=name,
+        admin_code=admin_code,
+    )
+    return city, plan["grids"]

@@ -10,4 +10,12 @@ from __future__ import annotations
 ROUTE_MODULES: tuple[str, ...] = (
     "health",
     "layers",
+    "adjust",
+    "plans",
+    "coverage",
+    "locate",
+    "incidents",
+    "open311",
+    "kpi",
+    "maps",
 )

@@ -53,9 +53,29 @@ def _root(
 def _register() -> None:
     # Command groups register themselves on ``app``; imported here so that
     # ``spatialgrid --help`` lists them. Heavy imports stay inside the commands.
-    from spatialgrid.cli import coverage, db, demo, importing, keys, locate, serve
+    from spatialgrid.cli import (
+        adjust,
+        coverage,
+        db,
+        demo,
+        importing,
+        incidents,
+        keys,
+        locate,
+        serve,
+    )
 
-    for module in (demo, db, importing, coverage, locate, serve, keys):
+    for module in (
+        demo,
+        db,
+        importing,
+        adjust,
+        coverage,
+        locate,
+        incidents,
+        serve,
+        keys,
+    ):
         module.register(app)
 
 

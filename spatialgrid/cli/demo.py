@@ -113,6 +113,14 @@ def demo(
             help="Start the API, check every printed URL answers, then stop.",
         ),
     ] = False,
+    incidents: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=200_000,
+            help="Demo incidents with full histories for the command centre.",
+        ),
+    ] = 3000,
 ) -> None:
     """Run every capability on a generated city and start the API.
 
@@ -197,6 +205,19 @@ def demo(
     )
     console.print("  " + _coverage_line(report.summary))
 
+    _step(f"Incidents ({incidents:,} over the last 120 days)")
+    from spatialgrid.cli.incidents import seed_demo_incidents
+
+    if incidents:
+        with session_scope(engine) as session:
+            seeded = seed_demo_incidents(session, count=incidents, seed=seed)
+        console.print(
+            f"  {seeded['incidents']:,} incidents, {seeded['transitions']:,} "
+            f"lifecycle steps, {seeded['open']:,} still open, "
+            f"{seeded['duplicates']} flagged duplicates"
+        )
+    n_grids = len(result.grids)
+
     _step("Maps")
     from spatialgrid.render import render_grid_map, write_map_html
 
@@ -212,7 +233,14 @@ def demo(
     _print_keys(keys)
     engine.dispose()
     if serve or exit_after_check:
-        _serve(host, port, keys, url=url, exit_after_check=exit_after_check)
+        _serve(
+            host,
+            port,
+            keys,
+            url=url,
+            exit_after_check=exit_after_check,
+            maps=_map_pages(n_grids=n_grids, incidents=incidents),
+        )
 
 
 def _coverage_line(summary: dict[str, Any]) -> str:
@@ -230,14 +258,37 @@ def _print_keys(keys: dict[str, str]) -> None:
     console.print(table)
 
 
-def _urls(base: str, keys: dict[str, str]) -> list[tuple[str, str, str | None]]:
+def _map_pages(*, n_grids: int, incidents: int) -> list[tuple[str, str]]:
+    """Command-centre map pages worth opening (hot spots need 30 grids)."""
+    pages = [("map pages", "/maps"), ("map: grid plan", "/maps/grids")]
+    if incidents:
+        pages.append(("map: incident heatmap", "/maps/heatmap"))
+        if n_grids >= 30:
+            pages.append(("map: hot spots (Gi*)", "/maps/hotspots"))
+    pages.append(("map: coverage", "/maps/coverage"))
+    return pages
+
+
+def _urls(
+    base: str, keys: dict[str, str], maps: list[tuple[str, str]] | None = None
+) -> list[tuple[str, str, str | None]]:
     planner = keys.get("planner")
-    return [
+    urls: list[tuple[str, str, str | None]] = [
         ("API docs", f"{base}/docs", None),
         ("health", f"{base}/health", None),
         ("communities (GeoJSON)", f"{base}/v1/communities?limit=5", planner),
         ("blocks (GeoJSON)", f"{base}/v1/blocks?limit=5", planner),
     ]
+    operator = keys.get("operator")
+    if maps and operator:
+        urls += [
+            ("incidents (GeoJSON)", f"{base}/v1/incidents?limit=5", operator),
+            ("KPIs by community", f"{base}/v1/kpi?by=community", operator),
+        ]
+        # Map pages take the operator key in the URL: a browser link cannot
+        # send the X-API-Key header.
+        urls += [(label, f"{base}{path}?key={operator}", None) for label, path in maps]
+    return urls
 
 
 def _serve(
@@ -247,6 +298,7 @@ def _serve(
     *,
     url: str,
     exit_after_check: bool,
+    maps: list[tuple[str, str]] | None = None,
 ) -> None:
     import uvicorn
 
@@ -270,11 +322,12 @@ def _serve(
     base = f"http://{shown}:{port}"
     table = Table("open", "URL", "check", title=f"spatialgrid API on {base}")
     failed = 0
-    for label, link, key in _urls(base, keys):
+    for label, link, key in _urls(base, keys, maps):
         status, note = _check(link, key)
         failed += status != 200
         mark = "[green]200[/]" if status == 200 else f"[red]{status} {note}[/]"
-        table.add_row(label, link + ("  (X-API-Key: planner key)" if key else ""), mark)
+        role = next((r for r, k in keys.items() if k == key), None)
+        table.add_row(label, link + (f"  (X-API-Key: {role} key)" if key else ""), mark)
     console.print(table)
     if exit_after_check:
         server.should_exit = True

@@ -363,3 +363,186 @@ class ApiKey(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# ---------------------------------------------------------------- background jobs
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+class Job(Base):
+    """A background job of the API (a partition run), its progress and outcome.
+
+    Jobs run in a thread pool of one API process (``api/jobs.py``), so a job
+    outlives the request that started it but not its process. ``runner`` names
+    that process (``host|pid|boot token``) and ``updated_at`` is its heartbeat:
+    a process starting up marks as failed the unfinished jobs of processes that
+    are gone, instead of leaving them ``running`` for ever.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        _in("status", JOB_STATUSES, "status"),
+        CheckConstraint(
+            "progress_done >= 0 AND (progress_total IS NULL OR progress_total >= 0)",
+            name="progress_range",
+        ),
+        Index("ix_jobs_status", "status"),
+        Index("ix_jobs_created_at", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default="queued")
+    progress_stage: Mapped[str | None] = mapped_column(Text)
+    progress_done: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    progress_total: Mapped[int | None] = mapped_column(BigInteger)
+    parameters: Mapped[dict[str, Any]] = _properties()
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    runner: Mapped[str | None] = mapped_column(Text)
+    # The API key that started the job (keys are revoked, not deleted).
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+# ------------------------------------------------------------------------ incidents
+
+#: Where an incident came in from.
+INCIDENT_SOURCES = ("api", "open311", "demo", "import")
+#: How the incident's point relates to the plan in force when it was reported.
+LOCATION_STATUSES = ("inside", "near_boundary", "nearest", "outside", "no_plan")
+
+
+def _incident_states() -> tuple[str, ...]:
+    from spatialgrid.incidents import STATES
+
+    return STATES
+
+
+class Incident(Base):
+    """An incident (事件/部件问题) on the map, with its current lifecycle state.
+
+    Grid, community, subdistrict and worker are assigned **at report time** from
+    the plan in force and kept (``plan_id`` says which plan): a later redraw does
+    not silently move old cases, which would falsify the KPIs of the grid that
+    was responsible then. ``POST /v1/incidents/recompute-grids`` re-assigns them
+    on purpose. ``stage``/``stage_entered_at`` cache the end of the transition log
+    (:class:`IncidentTransition`, the source of truth) for fast filtering.
+    Reporter details live in :class:`IncidentReporter`, never here.
+    """
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        _in("stage", _incident_states(), "stage"),
+        _in("source", INCIDENT_SOURCES, "source"),
+        _in("location_status", LOCATION_STATUSES, "location_status"),
+        CheckConstraint("ST_GeometryType(geom) = 'ST_Point'", name="geom_type"),
+        CheckConstraint("duplicate_of IS NULL OR duplicate_of <> id", name="not_self"),
+        Index("ix_incidents_reported_at", "reported_at"),
+        Index("ix_incidents_stage", "stage"),
+        Index("ix_incidents_category_code_reported_at", "category_code", "reported_at"),
+        Index("ix_incidents_grid_code", "grid_code"),
+        Index("ix_incidents_community_code", "community_code"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    category_code: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(Text, server_default="api")
+    # The API key that reported it (keys are revoked, not deleted).
+    reported_by: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    stage: Mapped[str] = mapped_column(Text, server_default="collect")
+    stage_entered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    plan_id: Mapped[int | None] = mapped_column(
+        ForeignKey("grid_plans.id", ondelete="SET NULL")
+    )
+    grid_code: Mapped[str | None] = mapped_column(Text)
+    community_code: Mapped[str | None] = mapped_column(Text)
+    subdistrict_code: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[int | None] = mapped_column(
+        ForeignKey("grid_workers.id", ondelete="SET NULL")
+    )
+    location_status: Mapped[str] = mapped_column(Text, server_default="inside")
+    boundary_distance_m: Mapped[float | None] = mapped_column(Float)
+    duplicate_of: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="SET NULL"), index=True
+    )
+    geom: Mapped[Any] = _geom("POINT")
+
+
+class IncidentTransition(Base):
+    """One recorded lifecycle step: who moved the case, when, and why."""
+
+    __tablename__ = "incident_transitions"
+    __table_args__ = (
+        _in("from_stage", _incident_states(), "from_stage"),
+        _in("to_stage", _incident_states(), "to_stage"),
+        Index("ix_incident_transitions_incident_id_at", "incident_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE")
+    )
+    from_stage: Mapped[str] = mapped_column(Text)
+    to_stage: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(Text)
+    actor_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    note: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class IncidentReporter(Base):
+    """A reporter's name and phone, stored only when given (one row per incident).
+
+    Kept apart from :class:`Incident` so that no query for maps, KPIs, exports or
+    Open311 can select it by accident; every read goes through
+    ``spatialgrid.db.incidents.read_reporter``, which writes a
+    :class:`ReporterAccess` row.
+    """
+
+    __tablename__ = "incident_reporters"
+    __table_args__ = (
+        CheckConstraint("name IS NOT NULL OR phone IS NOT NULL", name="something"),
+    )
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+
+
+class ReporterAccess(Base):
+    """Audit log: who read a reporter's details, when, for which incident.
+
+    No foreign keys: the log outlives deleted incidents and revoked keys.
+    """
+
+    __tablename__ = "reporter_access_log"
+    __table_args__ = (
+        Index("ix_reporter_access_log_incident_id", "incident_id"),
+        Index("ix_reporter_access_log_accessed_at", "accessed_at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(BigInteger)
+    accessed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    key_id: Mapped[int | None] = mapped_column(BigInteger)
+    key_name: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(Text, server_default="")
+    found: Mapped[bool] = mapped_column(Boolean)

@@ -149,3 +149,54 @@ def api_env(request, postgis_url: str, db_engine) -> Iterator[ApiEnv]:
     finally:
         outer.rollback()
         connection.close()
+
+
+@pytest.fixture(scope="module")
+def active_plan(api_env: ApiEnv) -> dict[str, object]:
+    """An active plan on :func:`small_city`: 6 grids (west→east block pairs per
+    row, 2 per row per community), each with a grid worker. Returns ``plan_id``,
+    ``grids`` (EPSG:4546) and ``workers`` (grid code → worker id)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from spatialgrid.db import repository
+
+    blocks = api_env.city.blocks
+    rows, geoms, assign = [], [], []
+    for community in (COMMUNITY_WEST, COMMUNITY_EAST):
+        part = blocks[blocks["community_code"] == community]
+        for seq, (_, pair) in enumerate(
+            part.groupby(part["block_id"].str.split("_").str[0], sort=True), start=1
+        ):
+            code = f"{community}{seq:02d}"
+            rows.append(
+                {
+                    "grid_code": code,
+                    "community_code": community,
+                    "households": int(pair["households"].sum()),
+                    "n_blocks": len(pair),
+                }
+            )
+            geoms.append(shapely.union_all(pair.geometry.values))
+            assign += [(b, code) for b in pair["block_id"]]
+    grids = gpd.GeoDataFrame(rows, geometry=geoms, crs=blocks.crs)
+    factory = api_env.app.state.session_factory  # type: ignore[attr-defined]
+    with factory.begin() as session:
+        assert isinstance(session, Session)
+        plan_id = repository.create_plan(
+            grids,
+            pd.DataFrame(assign, columns=["block_id", "grid_code"]),
+            session=session,
+            name="test plan",
+            parameters={},
+        )
+        repository.activate_plan(
+            plan_id, session=session, effective_from=datetime(2020, 1, 1, tzinfo=UTC)
+        )
+        workers = {}
+        for i, code in enumerate(grids["grid_code"]):
+            wid = repository.create_worker(session=session, name=f"网格员{i}")
+            repository.assign_worker(plan_id, code, wid, session=session)
+            workers[code] = wid
+    return {"plan_id": plan_id, "grids": grids, "workers": workers}

@@ -76,12 +76,20 @@ EXTRA_ROUTERS = [_test_router]
 
 def test_policy_covers_every_role_and_planner_may_do_everything():
     assert set(ROLE_PERMISSIONS) == set(ROLES)
-    assert ROLE_PERMISSIONS["planner"] == frozenset(Permission)
+    # Reporters' names and phones are for the command center only (privacy).
+    assert ROLE_PERMISSIONS["planner"] == frozenset(Permission) - {
+        Permission.READ_REPORTERS
+    }
     assert Permission.WRITE_PLANS not in ROLE_PERMISSIONS["operator"]
     assert ROLE_PERMISSIONS["operator"] | {Permission.WRITE_PLANS} == frozenset(
         Permission
     )
-    assert ROLE_PERMISSIONS["consumer"] == {Permission.READ_LAYERS, Permission.LOCATE}
+    assert ROLE_PERMISSIONS["consumer"] == {
+        Permission.READ_LAYERS,
+        Permission.LOCATE,
+        Permission.REPORT_INCIDENTS,
+        Permission.READ_REQUESTS,
+    }
     assert roles_with(Permission.READ_LAYERS) == ROLES
     assert roles_with("plans:write") == ("planner",)
 
@@ -176,7 +184,7 @@ def test_every_role_reads_layers_with_either_header(api_env, role):
     ("path", "allowed"),
     [
         ("/test/plans-write", {"planner"}),
-        ("/test/incidents-report", {"planner", "operator", "worker"}),
+        ("/test/incidents-report", {"planner", "operator", "worker", "consumer"}),
         ("/test/worker-only", {"planner", "worker"}),
     ],
 )
