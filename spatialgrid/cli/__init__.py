@@ -62,6 +62,7 @@ def _register() -> None:
         incidents,
         keys,
         locate,
+        partition,
         serve,
     )
 
@@ -69,6 +70,7 @@ def _register() -> None:
         demo,
         db,
         importing,
+        partition,
         adjust,
         coverage,
         locate,
