@@ -79,6 +79,9 @@ _X_PI = math.pi * 3000.0 / 180.0
 _CHINA_BOX = (72.004, 0.8293, 137.8347, 55.8271)
 # Metres per degree of latitude (for tolerances only).
 _M_PER_DEG = 111_320.0
+# Inputs up to this many points take plain-float paths (API single lookups):
+# the same arithmetic, without the fixed cost of dozens of tiny array operations.
+_FEW = 4
 
 
 def normalize_crs(crs: str | int | CRS) -> str:
@@ -143,6 +146,11 @@ def crs_object(name: str) -> CRS:
 
 
 @lru_cache(maxsize=256)
+def _is_geographic(name: str) -> bool:
+    return bool(crs_object(name).is_geographic)
+
+
+@lru_cache(maxsize=256)
 def _pipe(src: str, dst: str) -> Transformer:
     """Cached PROJ transformer between two normalised names (no WKT per call)."""
     return transformer(crs_object(src), crs_object(dst))
@@ -167,6 +175,11 @@ def check_lonlat(
     ``(lat, lon)`` instead of ``(lon, lat)``.
     """
     lo, la = _as_arrays(lon, lat)
+    if lo.size <= _FEW and all(
+        not (abs(a) > 180.0 or abs(b) > 90.0)
+        for a, b in zip(lo.ravel().tolist(), la.ravel().tolist(), strict=True)
+    ):
+        return  # the common single-point case without array temporaries
     with np.errstate(invalid="ignore"):
         bad = (np.abs(lo) > 180.0) | (np.abs(la) > 90.0)
     if not bad.any():
@@ -194,7 +207,15 @@ def check_lonlat(
 def _swap_hint_china(lon: FloatArray, lat: FloatArray, *, crs: str) -> None:
     """Catch the common swap where both values are in range: lon≈30, lat≈114."""
     # Handled by check_lonlat for |lat| > 90; this only logs the subtler case.
-    if lon.size == 0 or (~out_of_china(lon, lat)).any():
+    if lon.size == 0:
+        return
+    if lon.size <= _FEW:
+        pairs = list(zip(lon.ravel().tolist(), lat.ravel().tolist(), strict=True))
+        if any(not _outside_one(a, b) for a, b in pairs) or all(
+            _outside_one(b, a) for a, b in pairs
+        ):
+            return
+    if (~out_of_china(lon, lat)).any():
         return
     swapped = ~out_of_china(lat, lon)
     if swapped.any():
@@ -204,6 +225,12 @@ def _swap_hint_china(lon: FloatArray, lat: FloatArray, *, crs: str) -> None:
             int(swapped.sum()),
             crs,
         )
+
+
+def _outside_one(lon: float, lat: float) -> bool:
+    """:func:`out_of_china` for one point (NaN counts as outside)."""
+    x0, y0, x1, y1 = _CHINA_BOX
+    return not (x0 <= lon <= x1 and y0 <= lat <= y1)
 
 
 def out_of_china(lon: ArrayLike, lat: ArrayLike) -> NDArray[np.bool_]:
@@ -381,6 +408,54 @@ def _invert(
     return u.reshape(shape), v.reshape(shape)
 
 
+def _wgs84_to_gcj02_one(lon: float, lat: float) -> tuple[float, float]:
+    if _outside_one(lon, lat):
+        return lon, lat
+    dlon, dlat = _gcj_offset_one(lon, lat)
+    return lon + dlon, lat + dlat
+
+
+def _gcj02_to_bd09_one(lon: float, lat: float) -> tuple[float, float]:
+    z = math.sqrt(lon * lon + lat * lat) + 0.00002 * math.sin(lat * _X_PI)
+    theta = math.atan2(lat, lon) + 0.000003 * math.cos(lon * _X_PI)
+    return z * math.cos(theta) + 0.0065, z * math.sin(theta) + 0.006
+
+
+def _invert_few(
+    forward_one: object,
+    x: FloatArray,
+    y: FloatArray,
+    x0: list[float],
+    y0: list[float],
+    *,
+    tolerance_m: float,
+    max_iter: int,
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`_invert` for a few points in plain floats (same steps and stop rule)."""
+    tol = _tolerance_deg(tolerance_m)
+    us, vs = [], []
+    for gx, gy, u, v in zip(
+        x.ravel().tolist(), y.ravel().tolist(), x0, y0, strict=True
+    ):
+        if math.isfinite(u) and math.isfinite(v):
+            for _ in range(max_iter):
+                fu, fv = forward_one(u, v)  # type: ignore[operator]
+                ex, ey = fu - gx, fv - gy
+                u -= ex
+                v -= ey
+                if not max(abs(ex), abs(ey)) > tol:
+                    break
+            else:
+                logger.warning("1 point(s) did not converge to %g m", tolerance_m)
+        us.append(u)
+        vs.append(v)
+    shape = np.shape(x)
+    return (
+        np.asarray(us, dtype=np.float64).reshape(shape),
+        np.asarray(vs, dtype=np.float64).reshape(shape),
+    )
+
+
 def gcj02_to_wgs84(
     lon: ArrayLike, lat: ArrayLike, *, tolerance_m: float = 0.001, max_iter: int = 12
 ) -> tuple[FloatArray, FloatArray]:
@@ -401,6 +476,29 @@ def gcj02_to_wgs84(
         WGS-84 longitude and latitude. Points outside China are returned unchanged.
     """
     lo, la = _as_arrays(lon, lat)
+    if lo.size <= _FEW:
+        starts = []
+        for a, b in zip(lo.ravel().tolist(), la.ravel().tolist(), strict=True):
+            if _outside_one(a, b):
+                starts.append((a, b))
+            else:
+                off_lon, off_lat = _gcj_offset_one(a, b)
+                starts.append((a - off_lon, b - off_lat))
+        u, v = _invert_few(
+            _wgs84_to_gcj02_one,
+            lo,
+            la,
+            [p[0] for p in starts],
+            [p[1] for p in starts],
+            tolerance_m=tolerance_m,
+            max_iter=max_iter,
+        )
+        # outside China: unchanged, as the real offset (and the array path)
+        keep = np.asarray(
+            [_outside_one(a, b) for a, b in zip(lo.flat, la.flat, strict=True)],
+            dtype=bool,
+        ).reshape(lo.shape)
+        return np.where(keep, lo, u), np.where(keep, la, v)
     outside = out_of_china(lo, la)
     dlon, dlat = _gcj_offset(lo, la)
     u, v = _invert(
@@ -428,6 +526,25 @@ def bd09_to_gcj02(
 ) -> tuple[FloatArray, FloatArray]:
     """Inverse of :func:`gcj02_to_bd09`, iterated to ``tolerance_m`` round trip."""
     lo, la = _as_arrays(lon, lat)
+    if lo.size <= _FEW:
+        starts = []
+        for a, b in zip(lo.ravel().tolist(), la.ravel().tolist(), strict=True):
+            if not (math.isfinite(a) and math.isfinite(b)):
+                starts.append((math.nan, math.nan))
+                continue
+            px, py = a - 0.0065, b - 0.006
+            zf = math.sqrt(px * px + py * py) - 0.00002 * math.sin(py * _X_PI)
+            tf = math.atan2(py, px) - 0.000003 * math.cos(px * _X_PI)
+            starts.append((zf * math.cos(tf), zf * math.sin(tf)))
+        return _invert_few(
+            _gcj02_to_bd09_one,
+            lo,
+            la,
+            [p[0] for p in starts],
+            [p[1] for p in starts],
+            tolerance_m=tolerance_m,
+            max_iter=max_iter,
+        )
     # Baidu's published approximate inverse as the start point.
     x, y = lo - 0.0065, la - 0.006
     z = np.sqrt(x * x + y * y) - 0.00002 * np.sin(y * _X_PI)
@@ -500,8 +617,7 @@ def to_storage(
         if check:
             _swap_hint_china(lon, lat, crs=name)
         return lon, lat
-    src = crs_object(name)
-    if src.is_geographic and check:
+    if check and _is_geographic(name):
         check_lonlat(xa, ya, name="x/y", crs=name)
     lon, lat = _pipe(name, "cgcs2000").transform(xa, ya)
     lon = np.asarray(lon, dtype=np.float64)
@@ -610,7 +726,7 @@ def to_projected(
     s = normalize_crs(src)
     d = normalize_crs(dst)
     xa, ya = _as_arrays(x, y)
-    geographic = s in CHINA_SYSTEMS or crs_object(s).is_geographic
+    geographic = s in CHINA_SYSTEMS or _is_geographic(s)
     if geographic:
         check_lonlat(xa, ya, name="x/y", crs=s)
     if geographic and xa.size >= LATTICE_MIN_POINTS:
@@ -631,7 +747,9 @@ def _exact_projected(
 ) -> tuple[FloatArray, FloatArray]:
     if src == dst:
         return x.copy(), y.copy()
-    if src in CHINA_SYSTEMS:
+    if _is_geographic_storage(src):  # WGS-84 is taken as CGCS2000 (see module)
+        u, v = _pipe("cgcs2000", dst).transform(x, y)
+    elif src in CHINA_SYSTEMS:
         lon, lat = to_storage(x, y, src, check=False)
         u, v = _pipe("cgcs2000", dst).transform(lon, lat)
     else:
@@ -677,7 +795,7 @@ def _lattice_convert(
         coef[..., 4 * k + 1] = e10 - e00
         coef[..., 4 * k + 2] = e01 - e00
         coef[..., 4 * k + 3] = e11 - e10 - e01 + e00
-    coef = coef.reshape(-1, 8)
+    coef_rows = coef.reshape(-1, 8)
     out_x = np.empty(x.size)
     out_y = np.empty(x.size)
     inv = 1.0 / step
@@ -695,7 +813,7 @@ def _lattice_convert(
         fx -= ix
         fy -= iy
         cell = iy * (nx - 1) + ix
-        c = coef[cell]
+        c = coef_rows[cell]
         out_x[sl] = c[:, 0] + fx * (c[:, 1] + fy * c[:, 3]) + fy * c[:, 2]
         out_y[sl] = c[:, 4] + fx * (c[:, 5] + fy * c[:, 7]) + fy * c[:, 6]
         if any_bad:

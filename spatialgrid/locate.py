@@ -85,6 +85,9 @@ STATUSES: tuple[str, ...] = ("inside", "near_boundary", "outside", "invalid")
 _LABEL_OUTSIDE = -1  # cell wholly outside every grid
 _LABEL_EXACT = -2  # cell crossed by a boundary (or overlapping grids): test exactly
 _LABEL_FAR = -3  # cell too far from every boundary to keep a candidate list
+#: Chunks up to this many points take the per-point path (:meth:`_locate_small`):
+#: for an API request of one point, ~20x less overhead than the array path.
+_SMALL = 8
 
 
 @dataclass(frozen=True)
@@ -402,8 +405,7 @@ class GridIndex:
             ny=ny,
             radius=radius_enum,
         )
-        centre_d = np.full(nx * ny, np.inf)
-        np.minimum.at(centre_d, pair_cell, pair_d)
+        centre_d = _min_by(pair_cell, pair_d, nx * ny)
         # float32 pair distances: keep every threshold a millimetre on the safe side
         eps = 1e-3
         self._eps = eps
@@ -461,8 +463,7 @@ class GridIndex:
             )
             sel = far_out[oc]
             oc, os_, od = oc[sel], o[os_[sel]].astype(np.int32), od[sel]
-            d_out = np.full(nx * ny, np.inf)
-            np.minimum.at(d_out, oc, od)
+            d_out = _min_by(oc, od, nx * ny)
             sel = od <= d_out[oc] + 2.0 * r + 2 * eps
             pair_cell = np.concatenate([pair_cell, oc[sel]])
             pair_seg = np.concatenate([pair_seg, os_[sel]])
@@ -473,7 +474,7 @@ class GridIndex:
         label[far_out] = _LABEL_FAR
         # each cell's list sorted by distance from its centre: a query with a
         # smaller tolerance than max_tolerance_m reads only a prefix of it
-        order = np.lexsort((pair_d, pair_cell))
+        order = _order_by_cell_then_distance(pair_cell, pair_d)
         counts = np.bincount(pair_cell, minlength=nx * ny)
         self._cand_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._cand_seg = pair_seg[order].astype(np.int32)
@@ -572,6 +573,9 @@ class GridIndex:
             raise InputError(msg)
         px, py = self._project(x, y, crs)
         n = px.size
+        if 0 < n <= _SMALL:  # single lookups: no chunk bookkeeping
+            g, d, nr, cp, cg, cd = self._locate_small(px, py, tolerance_m, distances)
+            return self._result(px, py, g, d, nr, cp, cg.astype(np.int32), cd)
         grid = np.full(n, -1, dtype=np.int32)
         dist = np.full(n, np.nan)
         nearest = np.full(n, -1, dtype=np.int32)
@@ -580,7 +584,10 @@ class GridIndex:
             stop = min(start + chunk_size, n)
             if stop <= start:
                 break
-            g, d, nr, cp, cg, cd = self._locate_chunk(
+            locate_chunk = (
+                self._locate_small if stop - start <= _SMALL else self._locate_chunk
+            )
+            g, d, nr, cp, cg, cd = locate_chunk(
                 px[start:stop], py[start:stop], tolerance_m, distances
             )
             grid[start:stop], dist[start:stop], nearest[start:stop] = g, d, nr
@@ -594,16 +601,33 @@ class GridIndex:
             cand_pt = np.empty(0, np.int64)
             cand_grid = np.empty(0, np.int32)
             cand_dist = np.empty(0)
-        ptr = np.concatenate([[0], np.cumsum(np.bincount(cand_pt, minlength=n))])
+        return self._result(px, py, grid, dist, nearest, cand_pt, cand_grid, cand_dist)
+
+    def _result(
+        self,
+        px: NDArray[np.float64],
+        py: NDArray[np.float64],
+        grid: NDArray[np.int32],
+        dist: NDArray[np.float64],
+        nearest: NDArray[np.int32],
+        cand_pt: NDArray[np.int64],
+        cand_grid: NDArray[np.int32],
+        cand_dist: NDArray[np.float64],
+    ) -> LocateResult:
+        """Package per-point arrays and (point-sorted) candidate triples."""
+        n = px.size
+        ptr = np.zeros(n + 1, dtype=np.int64)
+        if cand_pt.size:
+            np.cumsum(np.bincount(cand_pt, minlength=n), out=ptr[1:])
         status = np.zeros(n, dtype=np.int8)  # codes into STATUSES
-        status[np.diff(ptr) > 0] = 1
+        status[ptr[1:] > ptr[:-1]] = 1
         status[grid < 0] = 2
         status[~(np.isfinite(px) & np.isfinite(py))] = 3
         return LocateResult(
             grid=grid,
             boundary_distance_m=dist,
             nearest=nearest,
-            candidate_ptr=ptr.astype(np.int64),
+            candidate_ptr=ptr,
             candidate_grid=cand_grid,
             candidate_distance_m=cand_dist,
             status_code=status,
@@ -750,6 +774,117 @@ class GridIndex:
             cand_dist[order],
         )
 
+    def _locate_small(
+        self,
+        px: NDArray[np.float64],
+        py: NDArray[np.float64],
+        tol: float,
+        distances: bool,
+    ) -> tuple[NDArray[Any], ...]:
+        """:meth:`_locate_chunk` for a few points, one at a time.
+
+        The same steps and the same floating-point operations in the same order
+        (so the same answers, bit for bit) on the few segments of each point's
+        cell, without the fixed cost of some hundred array operations that the
+        vectorised path pays per call.
+        """
+        n = px.size
+        grid = np.full(n, -1, dtype=np.int32)
+        dist = np.full(n, np.nan)
+        nearest = np.full(n, -1, dtype=np.int32)
+        cand_pt: list[int] = []
+        cand_grid: list[int] = []
+        cand_dist: list[float] = []
+        inv_cell = 1.0 / self.cell_size_m
+        limit = tol + self._cell_radius + self._eps
+        lengths = self._list_lengths(float(tol))
+        slow: list[int] = []
+        for k in range(n):
+            x, y = float(px[k]), float(py[k])
+            if not (math.isfinite(x) and math.isfinite(y)):
+                continue
+            fx = math.floor((x - self._x0) * inv_cell)
+            fy = math.floor((y - self._y0) * inv_cell)
+            if not (0 <= fx < self._nx and 0 <= fy < self._ny):
+                slow.append(k)
+                continue
+            cid = fy * self._nx + fx
+            lab = int(self._label[cid])
+            if lab == _LABEL_FAR:
+                slow.append(k)
+                continue
+            if lab >= 0 and not self._lower[cid] <= limit:
+                # deep inside one grid: no other grid within tol
+                grid[k] = nearest[k] = lab
+                if distances:
+                    dist[k] = self._own_boundary_distance(
+                        px[k : k + 1], py[k : k + 1], grid[k : k + 1]
+                    )[0]
+                continue
+            start = int(self._cand_ptr[cid])
+            seg = self._cand_seg[start : start + int(lengths[cid])]
+            if not seg.size:
+                dist[k] = math.inf
+                grid[k] = nearest[k] = lab if lab >= 0 else -1
+                continue
+            qx = x - self._ax[seg]
+            qy = y - self._ay[seg]
+            dx, dy = self._dx[seg], self._dy[seg]
+            t = (qx * dx + qy * dy) * self._inv_len2[seg]
+            np.clip(t, 0.0, 1.0, out=t)
+            qx -= t * dx
+            qy -= t * dy
+            d2 = qx * qx + qy * qy
+            dmin2 = d2.min()
+            dmin = np.sqrt(dmin2)
+            dist[k] = dmin
+            owner = self._owner[seg]
+            own = lab
+            extra: list[int] = []
+            if lab == _LABEL_EXACT:
+                near_owners = np.unique(owner[d2 <= (dmin + 0.01) ** 2])
+                hits = [
+                    int(g)
+                    for g in near_owners.tolist()
+                    if shapely.intersects_xy(self.geometries[g], x, y)
+                ]
+                own = hits[0] if hits else -1
+                extra = hits[1:]
+            elif lab < 0:
+                own = -1
+            grid[k] = own
+            if own < 0:
+                nearest[k] = int(owner[int(np.argmax(d2 <= dmin2))])
+            else:
+                nearest[k] = own
+            close = (d2 <= tol * tol) & (owner != own)
+            best: dict[int, float] = {}
+            for g, d in zip(
+                owner[close].tolist(), np.sqrt(d2[close]).tolist(), strict=True
+            ):
+                if g not in best or d < best[g]:
+                    best[g] = d
+            for g in extra:
+                best[g] = 0.0
+            for g, d in sorted(best.items(), key=lambda item: (item[1], item[0])):
+                cand_pt.append(k)
+                cand_grid.append(g)
+                cand_dist.append(d)
+        pts = np.asarray(cand_pt, dtype=np.int64)
+        grids = np.asarray(cand_grid, dtype=np.int32)
+        dists = np.asarray(cand_dist, dtype=np.float64)
+        if slow:
+            rows = np.asarray(slow, dtype=np.int64)
+            sg, sd, sn, spt, sgrid, sdist = self._locate_slow(px[rows], py[rows], tol)
+            grid[rows], dist[rows], nearest[rows] = sg, sd, sn
+            if len(spt):
+                pts = np.concatenate([pts, rows[spt]])
+                grids = np.concatenate([grids, sgrid]).astype(np.int32)
+                dists = np.concatenate([dists, sdist])
+                order = np.lexsort((dists, pts))
+                pts, grids, dists = pts[order], grids[order], dists[order]
+        return grid, dist, nearest, pts, grids, dists
+
     def _list_lengths(self, tol: float) -> NDArray[np.int64]:
         """Per cell, how much of its sorted list a query with tolerance ``tol`` needs."""
         cached = self._prefix_cache.get(tol)
@@ -769,6 +904,15 @@ class GridIndex:
         self, x: NDArray[np.float64], y: NDArray[np.float64], grid: NDArray[np.int32]
     ) -> NDArray[np.float64]:
         """Distance from each point to the boundary of its own grid (numpy, per grid)."""
+        if len(grid) == 1:  # one point: its grid's segments, no grouping
+            a, b = self._seg_ptr[grid[0]], self._seg_ptr[grid[0] + 1]
+            qx = x[0] - self._ax[a:b]
+            qy = y[0] - self._ay[a:b]
+            sx, sy = self._dx[a:b], self._dy[a:b]
+            t = np.clip((qx * sx + qy * sy) * self._inv_len2[a:b], 0.0, 1.0)
+            qx -= t * sx
+            qy -= t * sy
+            return np.sqrt((qx * qx + qy * qy).min(keepdims=True))
         out = np.empty(len(grid))
         order = np.argsort(grid, kind="stable")
         g_sorted = grid[order]
@@ -934,6 +1078,33 @@ def _segment_cell_pairs(
     if not cells_out:
         return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)
     return np.concatenate(cells_out), np.concatenate(segs_out), np.concatenate(d_out)
+
+
+def _min_by(
+    cells: NDArray[np.int32], d: NDArray[np.float32], size: int
+) -> NDArray[np.float64]:
+    """Per cell, the smallest ``d`` of its pairs (inf for cells without any).
+
+    ``np.minimum.at`` gives the same answer about 3x slower on millions of pairs.
+    """
+    out = np.full(size, np.inf)
+    if len(cells):
+        best = pd.Series(d, copy=False).groupby(cells, sort=False).min()
+        out[best.index.to_numpy()] = best.to_numpy()
+    return out
+
+
+def _order_by_cell_then_distance(
+    cells: NDArray[np.int32], d: NDArray[np.float32]
+) -> NDArray[np.intp]:
+    """``np.lexsort((d, cells))`` for non-negative float32 ``d``, about 2.5x faster.
+
+    The bits of a non-negative float32 sort like its value, so one stable sort of
+    ``cell << 32 | bits(d)`` gives the same order, ties included.
+    """
+    bits = np.ascontiguousarray(d, dtype=np.float32).view(np.uint32)
+    key = (cells.astype(np.uint64) << np.uint64(32)) | bits.astype(np.uint64)
+    return np.argsort(key, kind="stable")
 
 
 def _min_per_pair(

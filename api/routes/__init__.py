@@ -9,11 +9,11 @@ from __future__ import annotations
 
 ROUTE_MODULES: tuple[str, ...] = (
     "health",
+    "locate",  # first: the hot single-point lookups match after one router
     "layers",
     "adjust",
     "plans",
     "coverage",
-    "locate",
     "incidents",
     "open311",
     "kpi",
