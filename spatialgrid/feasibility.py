@@ -279,6 +279,22 @@ def assess_units(
                 f"choke point: {lab[a]} is the only link to {_names(lab, units)} "
                 f"({s_hh} households); they share its grid"
             )
+    # Hemmed in: a unit below min must share its grid with a neighbour (grids
+    # are contiguous); when every neighbour would take that grid above max, no
+    # plan exists for these units.
+    for u in range(n):
+        if not (0 < hh[u] < lo_b) or split_ok[u] or not neighbours[u]:
+            continue
+        nbrs = [int(v) for v in neighbours[u] if v != u]
+        if not nbrs or any(split_ok[v] for v in nbrs):
+            continue
+        least = min(int(hh[v]) for v in nbrs)
+        if int(hh[u]) + least > hi_b:
+            reasons.append(
+                f"hemmed in: {lab[u]} ({int(hh[u])} households, below min {lo_b}) "
+                f"touches only {_names(lab, nbrs)}; sharing a grid with any of them "
+                f"gives at least {int(hh[u]) + least} > {hi_b} households"
+            )
     return CommunityFeasibility(
         households=total,
         k_min=k_min,

@@ -118,3 +118,20 @@ def test_check_feasibility_missing_column(bad_col):
     blocks = testing.box_lattice(2, 1).drop(columns=bad_col)
     with pytest.raises(KeyError, match=bad_col):
         check_feasibility(blocks)
+
+
+def test_hemmed_in_unit_is_a_reason():
+    # D (288) touches only B (300) and C (324): any grid holding D holds > 500.
+    nb = [[1, 2], [0, 3], [0, 3], [1, 2]]
+    res = assess_units([250, 300, 324, 288], nb, labels=["A", "B", "C", "D"])
+    assert not res.feasible
+    assert any(r.startswith("hemmed in: D (288 households") for r in res.reasons)
+    assert any("588 > 500" in r for r in res.reasons)
+    # a neighbour small enough to share a grid with: no such reason
+    ok = assess_units([150, 300, 200, 288], nb, labels=["A", "B", "C", "D"])
+    assert not any(r.startswith("hemmed in") for r in ok.reasons)
+    # a splittable neighbour could give D a share: not a proof
+    soft = assess_units(
+        [250, 300, 324, 288], nb, labels=list("ABCD"), splittable=[0, 1, 0, 0]
+    )
+    assert not any(r.startswith("hemmed in: D") for r in soft.reasons)

@@ -385,3 +385,77 @@ def test_cli_file_mode(tmp_path):
     diag = gpd.read_file(out, layer="diagnostics")
     assert {"households", "k_min", "k_max", "status", "reasons"} <= set(diag.columns)
     assert "Partition summary" in result.output
+
+
+def test_cli_database_mode(scratch_db_url):
+    from typer.testing import CliRunner
+
+    from spatialgrid.cli import app
+    from spatialgrid.db import repository
+    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.sample import generate_city
+
+    city = generate_city(n_communities=2)
+    engine = make_engine(scratch_db_url, upgrade=True)
+    try:
+        with session_scope(engine) as session:
+            repository.save_city(city, session=session)
+        result = CliRunner().invoke(
+            app,
+            ["partition", "--database-url", scratch_db_url, "--activate"],
+        )
+        assert result.exit_code == 0, result.output
+        with session_scope(engine) as session:
+            plans = repository.list_plans(session=session)
+            assert len(plans) == 1
+            plan_id = int(plans["id"].iloc[0])
+            assert plans["status"].iloc[0] == "active"
+            assert repository.active_plan_id(session=session) == plan_id
+            grids = repository.load_plan_grids(plan_id, session=session)
+    finally:
+        engine.dispose()
+    assert len(grids) > 0
+    assert grids["households"].sum() == city.blocks["households"].sum()
+    assert grids["households"].between(400, 500).all()
+    assert shapely.is_valid(grids.geometry.values).all()
+
+
+@pytest.fixture(scope="module")
+def sample_city():
+    from spatialgrid.sample import generate_city
+
+    return generate_city(n_communities=2)
+
+
+@pytest.fixture(scope="module")
+def geographic_result(sample_city):
+    blocks = sample_city.blocks.to_crs(4490)
+    buildings = sample_city.buildings.to_crs(4490)
+    return blocks, partition_blocks(blocks, buildings=buildings)
+
+
+def test_geographic_input_with_buildings(geographic_result):
+    """The database mode's case: EPSG:4490 blocks and buildings, blocks split."""
+    blocks, res = geographic_result
+    assert res.grids.crs.to_epsg() == 4490
+    assert res.deviations.crs.to_epsg() == 4490
+    assert res.parameters["working_crs"].startswith("EPSG:45")
+    assert len(res.deviations) > 0  # some blocks were split by buildings
+    assert res.ok, res.grids["flags"].tolist()
+    assert res.diagnostics["cover_ok"].all()
+    _assert_invariants(blocks, res)
+
+
+def test_grids_stay_valid_coverage_in_4490_rounded(sample_city, geographic_result):
+    """No zero-width spikes: grids stay valid after conversion and 7-decimal rounding."""
+    _, geo = geographic_result
+    projected = partition_blocks(sample_city.blocks, buildings=sample_city.buildings)
+    assert len(projected.deviations) > 0
+    for res in (geo, projected):
+        grids = res.grids.to_crs(4490)
+        rounded = shapely.set_precision(grids.geometry.values, 1e-7, mode="pointwise")
+        assert shapely.is_valid(rounded).all()
+        for code in grids["community_code"].unique():
+            mask = (grids["community_code"] == code).to_numpy()
+            assert shapely.coverage_is_valid(rounded[mask]), code
+        assert shapely.is_valid(res.deviations.to_crs(4490).geometry.values).all()
