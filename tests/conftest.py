@@ -149,3 +149,42 @@ def module_db_url(postgis_url):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (never a downloaded browser).
+
+    Skipped where Chromium or Playwright is missing, except under CI or
+    SPATIALGRID_REQUIRE_DB=1, where that is a failure.
+    """
+    from offline_browser import CHROMIUM_ARGS
+
+    chromium = Path("/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as err:
+        if _db_required():
+            pytest.fail(f"Playwright is required for the browser tests: {err}")
+        pytest.skip(f"no Playwright: {err}")
+    if not chromium.exists():
+        msg = "/usr/bin/chromium is missing (apt-get install chromium)"
+        if _db_required():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory):
+    """Where browser tests save screenshots (SPATIALGRID_SCREENSHOT_DIR to keep them)."""
+    import os
+
+    wanted = os.environ.get("SPATIALGRID_SCREENSHOT_DIR")
+    if wanted:
+        Path(wanted).mkdir(parents=True, exist_ok=True)
+        return Path(wanted)
+    return tmp_path_factory.mktemp("screens")

@@ -5,34 +5,23 @@ http.server on 127.0.0.1. Each page must load with no failed or blocked request 
 no console error, define Leaflet, draw the grid polygons and the heat layer, and
 give a non-blank screenshot. The heat colours must not change with zoom.
 
-Uses the system Chromium (never downloads one); skipped where it is absent.
+Uses the system Chromium (never downloads one); see the `browser` fixture.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
-import os
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
+from offline_browser import PAINTED_JS, open_offline, screenshot_stats
 
 from spatialgrid import hotspots, render, testing
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGES = ("grid", "heat", "hotspot", "animation", "heat_inline")
 
 
@@ -94,101 +83,12 @@ def server(site):
     httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def screens(tmp_path_factory):
-    wanted = os.environ.get("SPATIALGRID_SCREENSHOT_DIR")
-    if wanted:
-        Path(wanted).mkdir(parents=True, exist_ok=True)
-        return Path(wanted)
-    return tmp_path_factory.mktemp("screens")
-
-
 def _open(browser, url: str):
-    """A page that records problems and blocks every request outside loopback."""
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
-    log = {"console": [], "failed": [], "blocked": [], "http_errors": []}
-    page.on(
-        "console",
-        lambda m: log["console"].append(m.text) if m.type == "error" else None,
-    )
-    page.on("pageerror", lambda e: log["console"].append(str(e)))
-    page.on("requestfailed", lambda r: log["failed"].append(r.url))
-    page.on(
-        "response",
-        lambda r: (
-            log["http_errors"].append((r.status, r.url)) if r.status >= 400 else None
-        ),
-    )
-
-    def gate(route):
-        target = route.request.url
-        if target.startswith(("http://127.0.0.1:", "data:")):
-            route.continue_()
-        else:
-            log["blocked"].append(target)
-            route.abort()
-
-    page.route("**/*", gate)
-    page.goto(url, wait_until="load")
+    """Open ``url`` offline; wait until Leaflet has drawn."""
+    page, log = open_offline(browser, url)
     page.wait_for_function("window.L !== undefined")
     page.wait_for_timeout(600)  # heat layers draw on the next animation frame
     return page, log
-
-
-_PAINTED = """
-(selector) => {
-  const canvases = Array.from(document.querySelectorAll(selector));
-  let painted = 0;
-  for (const c of canvases) {
-    if (!c.width || !c.height) continue;
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) painted++;
-  }
-  return painted;
-}
-"""
-
-_STATS = """
-async (b64) => {
-  const img = new Image();
-  img.src = 'data:image/png;base64,' + b64;
-  await img.decode();
-  const c = document.createElement('canvas');
-  c.width = img.width; c.height = img.height;
-  const ctx = c.getContext('2d');
-  ctx.drawImage(img, 0, 0);
-  const d = ctx.getImageData(0, 0, c.width, c.height).data;
-  let n = 0, s = 0, s2 = 0; const colours = new Set();
-  for (let i = 0; i < d.length; i += 4) {
-    const v = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-    n++; s += v; s2 += v * v;
-    if (colours.size < 5000) colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
-  }
-  const mean = s / n;
-  return {variance: s2 / n - mean * mean, colours: colours.size, width: c.width};
-}
-"""
-
-
-def _screenshot_stats(browser, png: bytes) -> dict:
-    import base64
-
-    blank = browser.new_page()
-    try:
-        return blank.evaluate(_STATS, base64.b64encode(png).decode("ascii"))
-    finally:
-        blank.close()
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -205,13 +105,13 @@ def test_map_page_offline(browser, server, site, screens, name):
         assert page.locator(".leaflet-overlay-pane svg path").count() >= site["n_grids"]
         if name == "animation":
             assert page.locator(".leaflet-control-timecontrol").count() > 0
-            assert page.evaluate(_PAINTED, "canvas.heatmap-canvas") > 1000
+            assert page.evaluate(PAINTED_JS, "canvas.heatmap-canvas") > 1000
         if name.startswith("heat"):
             assert page.locator("canvas.leaflet-heatmap-layer").count() == 1
-            assert page.evaluate(_PAINTED, "canvas.leaflet-heatmap-layer") > 1000
+            assert page.evaluate(PAINTED_JS, "canvas.leaflet-heatmap-layer") > 1000
         shot = screens / f"{name}.png"
         png = page.screenshot(path=str(shot))
-        stats = _screenshot_stats(browser, png)
+        stats = screenshot_stats(browser, png)
         assert stats["width"] == 1000
         assert stats["variance"] > 50  # not a blank page
         assert stats["colours"] > 20

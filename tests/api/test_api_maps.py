@@ -9,28 +9,15 @@ incidents with full histories). Uses the system Chromium (never downloads one).
 
 from __future__ import annotations
 
-import base64
-import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from offline_browser import EMPTY_LOG, PAINTED_JS, open_offline, screenshot_stats
 
 from spatialgrid import testing
 
 pytestmark = pytest.mark.db
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 # ------------------------------------------------------------ access (TestClient)
@@ -135,59 +122,6 @@ def served(module_db_url):
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def screens(tmp_path_factory):
-    wanted = os.environ.get("SPATIALGRID_SCREENSHOT_DIR")
-    if wanted:
-        Path(wanted).mkdir(parents=True, exist_ok=True)
-        return Path(wanted)
-    return tmp_path_factory.mktemp("screens")
-
-
-_PAINTED = """
-(selector) => {
-  let painted = 0;
-  for (const c of document.querySelectorAll(selector)) {
-    if (!c.width || !c.height) continue;
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) painted++;
-  }
-  return painted;
-}
-"""
-
-_STATS = """
-async (b64) => {
-  const img = new Image();
-  img.src = 'data:image/png;base64,' + b64;
-  await img.decode();
-  const c = document.createElement('canvas');
-  c.width = img.width; c.height = img.height;
-  const ctx = c.getContext('2d');
-  ctx.drawImage(img, 0, 0);
-  const d = ctx.getImageData(0, 0, c.width, c.height).data;
-  let n = 0, s = 0, s2 = 0; const colours = new Set();
-  for (let i = 0; i < d.length; i += 4) {
-    const v = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-    n++; s += v; s2 += v * v;
-    if (colours.size < 5000) colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
-  }
-  const mean = s / n;
-  return {variance: s2 / n - mean * mean, colours: colours.size, width: c.width};
-}
-"""
-
 PAGES = {
     "grids": "/maps/grids",
     "heatmap": "/maps/heatmap",
@@ -202,50 +136,24 @@ PAGES = {
 def test_map_page_offline_in_chromium(browser, served, screens, name):
     sep = "&" if "?" in PAGES[name] else "?"
     url = f"{served['base']}{PAGES[name]}{sep}key={served['key']}"
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
-    log = {"console": [], "failed": [], "blocked": [], "http_errors": []}
-    page.on(
-        "console",
-        lambda m: log["console"].append(m.text) if m.type == "error" else None,
-    )
-    page.on("pageerror", lambda e: log["console"].append(str(e)))
-    page.on("requestfailed", lambda r: log["failed"].append(r.url))
-    page.on(
-        "response",
-        lambda r: (
-            log["http_errors"].append((r.status, r.url)) if r.status >= 400 else None
-        ),
-    )
-
-    def gate(route):
-        if route.request.url.startswith((served["base"] + "/", "data:")):
-            route.continue_()
-        else:
-            log["blocked"].append(route.request.url)
-            route.abort()
-
-    page.route("**/*", gate)
+    page, log = open_offline(browser, allowed=(served["base"] + "/", "data:"))
     try:
         response = page.goto(url, wait_until="load")
         assert response is not None
         assert response.status == 200
         page.wait_for_function("window.L !== undefined")
         page.wait_for_timeout(700)  # heat layers draw on the next animation frame
-        assert log == {"console": [], "failed": [], "blocked": [], "http_errors": []}
+        assert log == EMPTY_LOG
         assert page.evaluate("L.version") == "1.9.3"
         paths = page.locator(".leaflet-overlay-pane svg path").count()
         assert paths >= served["n_grids"]  # the grids are drawn
         if name == "heatmap":
             assert page.locator("canvas.leaflet-heatmap-layer").count() == 1
-            assert page.evaluate(_PAINTED, "canvas.leaflet-heatmap-layer") > 1000
+            assert page.evaluate(PAINTED_JS, "canvas.leaflet-heatmap-layer") > 1000
         if name == "animation":
             assert page.locator(".leaflet-control-timecontrol").count() > 0
         png = page.screenshot(path=str(screens / f"api_{name}.png"))
-        probe = browser.new_page()
-        try:
-            stats = probe.evaluate(_STATS, base64.b64encode(png).decode("ascii"))
-        finally:
-            probe.close()
+        stats = screenshot_stats(browser, png)
         assert stats["width"] == 1000
         assert stats["variance"] > 50  # not a blank page
         assert stats["colours"] > 20

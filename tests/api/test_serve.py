@@ -7,7 +7,6 @@ Chromium then opens /docs with every non-local request blocked, as on an intrane
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
+from offline_browser import open_offline
 from typer.testing import CliRunner
 
 from spatialgrid.cli.serve import register
@@ -99,34 +99,18 @@ def test_serve_prints_urls_that_answer(served):
 @pytest.mark.db
 @pytest.mark.slow
 @pytest.mark.browser
-def test_docs_render_in_a_browser_with_no_internet(served):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium on PATH")
+def test_docs_render_in_a_browser_with_no_internet(served, browser):
     base, _ = served
-    external: list[str] = []
-
-    def only_local(route):
-        url = route.request.url
-        if url.startswith(base) or url.startswith("data:"):
-            route.continue_()
-        else:
-            external.append(url)
-            route.abort()
-
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.route("**/*", only_local)
-            page.goto(f"{base}/docs")
-            page.wait_for_selector(
-                ".opblock-summary-path[data-path='/v1/communities/{code}']",
-                timeout=20_000,
-            )
-            assert "spatialgrid" in page.title()
-            assert page.locator(".btn.authorize").count() == 1
-        finally:
-            browser.close()
-    assert external == []
+    page, log = open_offline(browser, allowed=(base + "/", "data:"))
+    try:
+        page.goto(f"{base}/docs")
+        page.wait_for_selector(
+            ".opblock-summary-path[data-path='/v1/communities/{code}']",
+            timeout=20_000,
+        )
+        assert "spatialgrid" in page.title()
+        assert page.locator(".btn.authorize").count() == 1
+    finally:
+        page.close()
+    assert log["blocked"] == []
+    assert log["failed"] == []
