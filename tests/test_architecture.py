@@ -36,3 +36,18 @@ def test_cli_help_lists_commands():
         check=True,
     )
     assert "spatialgrid" in out.stdout
+
+
+def test_public_api_names_resolve():
+    import spatialgrid
+
+    for name in spatialgrid.__all__:
+        assert getattr(spatialgrid, name) is not None, name
+    assert callable(spatialgrid.partition_blocks)
+    assert "partition_blocks" in dir(spatialgrid)
+
+
+def test_every_lazy_name_is_exported():
+    import spatialgrid
+
+    assert set(spatialgrid._LAZY) <= set(spatialgrid.__all__)
