@@ -12,7 +12,11 @@ new blocks, removed blocks), :func:`rebalance_plan`:
 2. in each changed community, assigns new blocks to the neighbouring grid with the
    fewest households and hands the stranded pieces of a grid cut in two by a
    removed block to their neighbours;
-3. repairs the grids outside the bounds with the cheapest *local moves*: a beam
+3. first tries the smallest regions: the violating grid(s) with one neighbour,
+   then with two (two neighbours or a chain), every other grid held fixed,
+   with whole units and with the region's units split into parts of whole
+   buildings; the first size that comes out within the bounds wins (its
+   cheapest region). Otherwise it repairs with the cheapest *local moves*: a beam
    search over single moves of boundary units (blocks, block parts) from a grid
    above max, or into a grid below min, to a neighbouring grid, keeping every donor
    contiguous, lowering the total violation first, then households moved, then
@@ -856,6 +860,15 @@ class _Engine:
         self._tolerate_oversize(com, notes)
         if not self.violating(com):
             return "none"
+        small = self._small_region_search(com)
+        if small is not None:
+            trial, region, refined = small
+            _assign(com, trial)
+            notes.append(
+                f"repaired within {len(region)} grid(s)"
+                + (", block(s) split by whole buildings" if refined else "")
+            )
+            return "moves+parts" if refined else "moves"
         method = "moves"
         state = self._search(com)
         if state.viol > 0 and self.buildings is not None:
@@ -872,11 +885,12 @@ class _Engine:
         partial = _copy(com)
         partial.grid = list(state.grid)
         moves_score = self._score(partial)
+        core = self.violating(com)
+        hh = com.grid_hh()
+        splittable = any(hh[g] >= 2 * self.lo for g in core)
         if state.viol == 0:
             # A grid far above max may be cheaper to split than to spread out.
-            core = self.violating(com)
-            hh = com.grid_hh()
-            if not any(hh[g] >= 2 * self.lo for g in core):
+            if not splittable:
                 com.grid = list(state.grid)
                 return method
             best = self._repartition_regions(com, 1, max_tiers=2)
@@ -892,6 +906,65 @@ class _Engine:
         _assign(com, best[1])
         notes.append(f"re-partitioned {best[2]} grid(s)")
         return "repartition"
+
+    def _small_region_search(
+        self, com: _Community, *, max_region: int = 3
+    ) -> tuple[_Community, set[str], bool] | None:
+        """Repair with moves inside the smallest region of grids; None if none works.
+
+        Regions grow from the violating grids: with one neighbour, then with
+        two (two neighbours, or a neighbour and one of its own: a chain), up to
+        ``max_region`` grids in all; every other grid is held fixed. Each region
+        is tried with whole units and with the units of the region split into
+        parts of whole buildings (smaller pieces often move fewer households).
+        The first size that yields a plan within the bounds wins (its cheapest
+        region and units).
+        """
+        core = self.violating(com)
+        if not core or len(core) >= max_region:
+            return None
+        t0 = time.perf_counter()
+        all_grids = set(com.members())
+        seen: set[frozenset[str]] = set()
+        frontier: list[set[str]] = [set(core)]
+        for _size in range(len(core) + 1, max_region + 1):
+            regions: list[set[str]] = []
+            for reg in frontier:
+                for nb in sorted(com.neighbour_grids(reg, self.locked)):
+                    key = frozenset(reg | {nb})
+                    if key not in seen:
+                        seen.add(key)
+                        regions.append(set(key))
+            best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
+            for refine in (False, True):
+                if refine and self.buildings is None:
+                    break
+                for reg in regions:
+                    if time.perf_counter() - t0 > 0.3 * self.time_budget_s:
+                        break
+                    trial = _copy(com)
+                    if refine and not self.refine(trial, reg, keep_groups=False):
+                        continue
+                    state = _search(
+                        trial,
+                        lo=self.lo,
+                        hi=self.hi,
+                        locked=self.locked | (all_grids - reg),
+                        beam_width=self.beam_width,
+                        max_moves=self.max_moves,
+                        touch_weight=self.touch_weight,
+                        tol=self.vf.tol,
+                    )
+                    if state.viol > 0:
+                        continue
+                    trial.grid = list(state.grid)
+                    score = self._score(trial)
+                    if score[0] == 0 and (best is None or score < best[0]):
+                        best = (score, trial, reg, refine)
+            if best is not None:
+                return best[1], best[2], best[3]
+            frontier = regions
+        return None
 
     def _tolerate_oversize(self, com: _Community, notes: list[str]) -> None:
         """Units above max that cannot be split: their surplus is unavoidable.
