@@ -56,13 +56,17 @@ def _store_plan(engine: Any, city: City, result: Any) -> tuple[int, dict[str, st
             metrics=result.metrics,
         )
         repo.activate_plan(plan_id, session=session)
+        # Demo workers are W00001, W00002, ...; a rerun reuses the ones it made.
+        known = repo.list_workers(session=session)
+        by_number = dict(zip(known["employee_no"], known["id"], strict=True))
         for i, code in enumerate(sorted(result.grids["grid_code"])):
-            worker_id = repo.create_worker(
-                session=session,
-                name=_worker_name(i),
-                employee_no=f"W{i + 1:05d}",
-            )
-            repo.assign_worker(plan_id, code, worker_id, session=session)
+            number = f"W{i + 1:05d}"
+            worker_id = by_number.get(number)
+            if worker_id is None:
+                worker_id = repo.create_worker(
+                    session=session, name=_worker_name(i), employee_no=number
+                )
+            repo.assign_worker(plan_id, code, int(worker_id), session=session)
         # Fresh demo keys every run; earlier demo keys are revoked.
         for info in repo.list_api_keys(session=session):
             if (
