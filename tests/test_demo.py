@@ -20,7 +20,7 @@ def _free_port() -> int:
 
 def test_demo_end_to_end(scratch_db_url, tmp_path):
     port = _free_port()
-    env = {**os.environ, "SPATIALGRID_DATABASE_URL": scratch_db_url, "COLUMNS": "200"}
+    env = {**os.environ, "SPATIALGRID_DATABASE_URL": scratch_db_url, "COLUMNS": "100"}
     done = subprocess.run(
         [
             sys.executable,
@@ -44,6 +44,11 @@ def test_demo_end_to_end(scratch_db_url, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert f"http://127.0.0.1:{port}/docs" in out
+    # Map links carry the operator key and must be printed whole, never cut short.
+    assert "/maps/heatmap?key=sg_" in out.replace("\n", "").replace("│", "").replace(
+        " ", ""
+    )
+    assert "…" not in out
     assert "plan 1 stored and put in force" in out
     for name in ("city.gpkg", "grids.gpkg", "grids.html", "coverage.json"):
         assert (tmp_path / "demo" / name).stat().st_size > 0

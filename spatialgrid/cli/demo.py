@@ -324,7 +324,10 @@ def _serve(
         raise typer.BadParameter(msg)
     shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
     base = f"http://{shown}:{port}"
-    table = Table("open", "URL", "check", title=f"spatialgrid API on {base}")
+    table = Table(title=f"spatialgrid API on {base}")
+    table.add_column("open")
+    table.add_column("URL", overflow="fold")  # never "…": the URL must be copyable
+    table.add_column("check")
     failed = 0
     for label, link, key in _urls(base, keys, maps):
         status, note = _check(link, key)
