@@ -150,6 +150,28 @@ _bearer = HTTPBearer(
 )
 
 
+async def request_credentials(
+    request: Request,
+) -> tuple[str | None, HTTPAuthorizationCredentials | None]:
+    """The X-API-Key header and the Bearer credentials of ``request``, as sent."""
+    return await _api_key_header(request), await _bearer(request)
+
+
+def presented_key(
+    header_key: str | None, bearer: HTTPAuthorizationCredentials | None
+) -> str | None:
+    """The key the client sent: X-API-Key first, else ``Authorization: Bearer``."""
+    key = header_key.strip() if header_key else None
+    if not key and bearer is not None:
+        key = bearer.credentials.strip()
+    return key or None
+
+
+def key_digest(key: str) -> bytes:
+    """How :class:`KeyCache` indexes a key (never the key itself)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 class KeyCache:
     """Verified keys by SHA-256 digest, each kept for ``ttl`` seconds."""
 
@@ -191,9 +213,7 @@ def get_api_key(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> ApiKeyInfo:
     """The verified key of the request (any role); 401 when missing or unknown."""
-    key = header_key.strip() if header_key else None
-    if not key and bearer is not None:
-        key = bearer.credentials.strip()
+    key = presented_key(header_key, bearer)
     if not key:
         if request.headers.get("authorization"):
             msg = "the Authorization header must read 'Bearer <API key>'"
@@ -207,7 +227,7 @@ def get_api_key(
     if len(key) > _MAX_KEY_LENGTH:
         msg = "unknown or revoked API key"
         raise AuthError(msg)
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    digest = key_digest(key)
     cache: KeyCache = request.app.state.key_cache
     info = cache.get(digest)
     if info is None:

@@ -1038,6 +1038,7 @@ def add_coverage_layers(
     *,
     extra_layers: dict[str, gpd.GeoDataFrame] | None = None,
     show_grids: bool = True,
+    layer_control: bool = True,
 ) -> Any:
     """Add the report (and e.g. repair proposals) to a folium map as toggleable layers.
 
@@ -1051,6 +1052,9 @@ def add_coverage_layers(
         More layers to draw, e.g. ``{"micro_grids": ..., "shop_groups": ...}``.
     show_grids
         Also draw the plan's grids (thin outlines).
+    layer_control
+        Add a layer control; pass False when the map gets its own (e.g. the
+        ``extra_layers`` hook of :mod:`spatialgrid.render`).
 
     Returns
     -------
@@ -1111,5 +1115,6 @@ def add_coverage_layers(
                 tooltip=folium.GeoJsonTooltip(fields=fields) if fields else None,
             ).add_to(group)
         group.add_to(m)
-    folium.LayerControl(collapsed=False).add_to(m)
+    if layer_control:
+        folium.LayerControl(collapsed=False).add_to(m)
     return m

@@ -121,8 +121,19 @@ def _transformer(src_wkt: str, dst_wkt: str) -> Transformer:
     )
 
 
+@lru_cache(maxsize=128)
+def _transformer_by_code(src: str | int, dst: str | int) -> Transformer:
+    return transformer(CRS.from_user_input(src), CRS.from_user_input(dst))
+
+
 def transformer(src: CRS | str | int, dst: CRS | str | int) -> Transformer:
-    """A cached ``always_xy`` transformer from ``src`` to ``dst``."""
+    """A cached ``always_xy`` transformer from ``src`` to ``dst``.
+
+    Codes and strings (``"EPSG:4546"``, ``4490``) hit a cache keyed on the input
+    itself, so a hot path pays no WKT export; CRS objects are keyed by their WKT.
+    """
+    if isinstance(src, str | int) and isinstance(dst, str | int):
+        return _transformer_by_code(src, dst)
     return _transformer(
         CRS.from_user_input(src).to_wkt(), CRS.from_user_input(dst).to_wkt()
     )

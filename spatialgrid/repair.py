@@ -135,6 +135,29 @@ def _absorb(
 # ------------------------------------------------------------------------ slivers
 
 
+def _working_arrays(
+    pieces: gpd.GeoDataFrame,
+    grids: gpd.GeoDataFrame,
+    report: CoverageReport,
+    grid_code_col: str,
+    community_col: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gap pieces and (valid) grid geometries in the working CRS, grid codes and
+    community codes, as the repairs need them."""
+    wcrs = report.working_crs
+    comm = (
+        grids[community_col].astype(str).to_numpy()
+        if community_col in grids.columns
+        else report.grids["community_code"].astype(str).to_numpy()
+    )
+    return (
+        _to(pieces, wcrs),
+        shapely.make_valid(_to(grids, wcrs)),
+        grids[grid_code_col].astype(object).to_numpy(),
+        comm,
+    )
+
+
 def plan_sliver_merges(
     grids: gpd.GeoDataFrame,
     report: CoverageReport,
@@ -174,14 +197,8 @@ def plan_sliver_merges(
     ]
     if slivers.empty:
         return pd.DataFrame({c: [] for c in cols})
-    wcrs = report.working_crs
-    pieces = _to(slivers, wcrs)
-    grid_geoms = shapely.make_valid(_to(grids, wcrs))
-    codes = grids[grid_code_col].astype(object).to_numpy()
-    comm = (
-        grids[community_col].astype(str).to_numpy()
-        if community_col in grids.columns
-        else report.grids["community_code"].astype(str).to_numpy()
+    pieces, grid_geoms, codes, comm = _working_arrays(
+        slivers, grids, report, grid_code_col, community_col
     )
     pi, gi, length = _shared_borders(pieces, grid_geoms)
     sliver_comm = slivers["community_code"].astype(str).to_numpy()
@@ -309,14 +326,8 @@ def propose_territory(
             {c: pd.Series([], dtype=object) for c in cols},
             geometry=gpd.GeoSeries([], crs=grids.crs),
         )
-    wcrs = report.working_crs
-    pieces = _to(gaps, wcrs)
-    grid_geoms = shapely.make_valid(_to(grids, wcrs))
-    codes = grids[grid_code_col].astype(object).to_numpy()
-    comm = (
-        grids[community_col].astype(str).to_numpy()
-        if community_col in grids.columns
-        else report.grids["community_code"].astype(str).to_numpy()
+    pieces, grid_geoms, codes, comm = _working_arrays(
+        gaps, grids, report, grid_code_col, community_col
     )
     running = _grid_households(grids, report, households_col).copy()
     pi, gi, length = _shared_borders(pieces, grid_geoms)

@@ -38,7 +38,6 @@ more than the lookup itself. Anything that needs the database (a cold cache,
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -58,9 +57,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import (
     Permission,
-    _api_key_header,
-    _bearer,
     get_api_key,
+    key_digest,
+    presented_key,
+    request_credentials,
     roles_with,
 )
 from api.locate_cache import (
@@ -114,15 +114,11 @@ async def authorize(request: Request) -> ApiKeyInfo:
     worker thread — it matters at hundreds of lookups per second. The routes that
     call it directly declare the same OpenAPI security as the other routes.
     """
-    header_key = await _api_key_header(request)
-    bearer = await _bearer(request)
-    key = header_key.strip() if header_key else None
-    if not key and bearer is not None:
-        key = bearer.credentials.strip()
+    header_key, bearer = await request_credentials(request)
+    key = presented_key(header_key, bearer)
     info: ApiKeyInfo | None = None
     if key:
-        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-        info = request.app.state.key_cache.get(digest)
+        info = request.app.state.key_cache.get(key_digest(key))
     if info is None:
         info = await run_in_threadpool(_verify_key, request, header_key, bearer)
     if info.role not in _LOCATE_ROLES:

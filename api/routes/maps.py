@@ -371,15 +371,6 @@ def hotspots_page(
     return _page(request, m)
 
 
-def _coverage_layers(m: Any, report: Any, add: Any) -> None:
-    """The report's layers, without the second layer control ``add`` brings."""
-    before = set(m._children)
-    add(m, report, show_grids=False)
-    for name in set(m._children) - before:
-        if type(m._children[name]).__name__ == "LayerControl":
-            del m._children[name]
-
-
 @router.get(
     "/coverage",
     name="maps_coverage",
@@ -409,7 +400,11 @@ def coverage_page(request: Request, session: SessionDep, key: Viewer) -> HTMLRes
         credit_osm=credit,
         label_codes=False,
         title="覆盖检查 Coverage",
-        extra_layers=[lambda m: _coverage_layers(m, report, add_coverage_layers)],
+        extra_layers=[
+            lambda m: add_coverage_layers(
+                m, report, show_grids=False, layer_control=False
+            )
+        ],
     )
     return _page(request, m)
 
