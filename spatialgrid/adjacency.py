@@ -18,6 +18,8 @@ import pandas as pd
 import shapely
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     import geopandas as gpd
 
 
@@ -92,3 +94,26 @@ def connected_components(n: int, edges: pd.DataFrame) -> np.ndarray:
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     _, labels = _cc(graph, directed=False)
     return labels.astype(int)
+
+
+def pieces(units: Iterable[int], nbrs: Sequence[Iterable[int]]) -> list[set[int]]:
+    """The connected pieces of a subset of units, given every unit's neighbours.
+
+    Only edges between units of the subset count: the pieces a grid falls into
+    when ``units`` are its members.
+    """
+    left = set(units)
+    out: list[set[int]] = []
+    while left:
+        start = left.pop()
+        piece = {start}
+        stack = [start]
+        while stack:
+            x = stack.pop()
+            for v in nbrs[x]:
+                if v in left:
+                    left.discard(v)
+                    piece.add(v)
+                    stack.append(v)
+        out.append(piece)
+    return out

@@ -29,7 +29,7 @@ import geopandas as gpd
 import shapely
 from pyproj import CRS
 
-from spatialgrid.adjacency import shared_edges
+from spatialgrid.adjacency import pieces, shared_edges
 from spatialgrid.crs import require_same_crs
 from spatialgrid.crs import working_crs as _working_crs
 from spatialgrid.errors import InputError
@@ -531,17 +531,7 @@ def _bisect(
         nbrs[int(j)].add(int(i))
 
     def connected(units: list[int]) -> bool:
-        left = set(units)
-        if not left:
-            return False
-        stack = [left.pop()]
-        while stack:
-            u = stack.pop()
-            for v in nbrs[u]:
-                if v in left:
-                    left.discard(v)
-                    stack.append(v)
-        return not left
+        return len(pieces(units, nbrs)) == 1
 
     total = sum(hh)
     best = None

@@ -2,42 +2,49 @@
 
 Cities change: a compound adds 600 households, a block is demolished. A planner then
 needs a *draft* plan that obeys the bounds again while leaving residents where they
-are: every moved household means a new grid worker and a relabelled record. Given
-the plan in force (grids + assignments) and the changed blocks (households per block,
-new blocks, removed blocks), :func:`rebalance_plan`:
+are: every re-assigned resident household gets a new grid worker and a relabelled
+record. A *newcomer* (a household of a new compound) gets its first grid worker
+wherever it goes, so it costs nothing to place: what the repair minimises is the
+households that lived there before the change and change grid
+(``existing_households_moved``), then the grids touched (``touch_weight``
+households per grid). Given the plan in force (grids + assignments) and the changed
+data (households per block; optionally buildings with ``households_before``; new
+and removed blocks), :func:`rebalance_plan`:
 
 1. recomputes every grid's households from the new data (a block split between
-   grids shares its new total in the plan's proportions); grids of communities
+   grids shares its new total by the buildings standing in each part when they
+   account for the block, else in the plan's proportions); grids of communities
    whose data did not change are copied untouched;
 2. in each changed community, assigns new blocks to the neighbouring grid with the
    fewest households and hands the stranded pieces of a grid cut in two by a
    removed block to their neighbours;
-3. first tries the smallest regions: the violating grid(s) with one neighbour,
-   then with two (two neighbours or a chain), every other grid held fixed,
-   with whole units and with the region's units split into parts of whole
-   buildings; the first size that comes out within the bounds wins (its
-   cheapest region). Otherwise it repairs with the cheapest *local moves*: a beam
-   search over single moves of boundary units (blocks, block parts) from a grid
-   above max, or into a grid below min, to a neighbouring grid, keeping every donor
-   contiguous, lowering the total violation first, then households moved, then
-   grids touched (an ejection chain A→B→C arises when B passes the surplus on);
-   a grid far below min may instead be dissolved into its neighbours;
-4. when whole units are too lumpy, refines the units of the violating grids and
-   their neighbours into parts of whole buildings (:func:`spatialgrid.split.
-   split_block`, about ``part_households`` each; compounds kept whole first, then
-   split too) and searches again;
-5. when moves cannot repair it (or a grid has grown to twice min, where a split may
-   be cheaper), re-partitions a region with
+3. lets several repairs compete, each with whole blocks and with blocks split
+   into parts of whole buildings (compounds whole first, then split too):
+
+   - the *least-change assignment* of the violating grids and their neighbours,
+     ring by ring up to three rings, solved exactly with OR-Tools CP-SAT
+     (:mod:`spatialgrid.minmove`): every grid contiguous and within the bounds,
+     grids may empty, one new grid may open;
+   - *small regions* (the violating grids with one or two neighbours) repaired
+     by a beam search over moves of boundary units;
+   - a *new grid carved out* of a grid above max (alone, or with up to three
+     neighbours), grown from its cheapest parts (a new compound first);
+   - the beam search over the whole community (ejection chains A→B→C);
+
+   then sends moved units back where nothing breaks, and the cheapest plan
+   within the bounds wins (households moved + ``touch_weight`` per grid);
+4. when none reaches the bounds (or a grid has grown to twice min, where a split
+   may be cheaper), re-partitions a region with
    :func:`spatialgrid.partition.partition_blocks` — the violating grids alone,
    then with one neighbour, with all neighbours, then ring by ring up to the whole
    community, smallest successful tier first — and gives its grids the old codes
-   they overlap most (Hungarian matching on shared households); the cheapest of
-   all candidates (violation, then households moved + ``touch_weight`` per grid
-   touched) wins.
+   they overlap most (Hungarian matching on shared households).
 
-A block alone above max that cannot be split (no buildings) keeps its surplus as
-an unavoidable, flagged violation instead of churning its neighbours. By default
-grids that broke the bounds before the change are not repaired (``repair_all``).
+Each community's repair keeps to a time budget (about 1.7 s at most on the
+generated city). A block alone above max that cannot be split (no buildings) keeps
+its surplus as an unavoidable, flagged violation instead of churning its
+neighbours. By default a grid that broke the bounds before the change keeps its
+old flaw as a tolerance in its own direction (``repair_all`` repairs those too).
 Locked grids never change: their rows (geometry and assignments) are copied as
 they are. Grids whose blocks did not change keep their code and geometry. New
 grids get sequence numbers above every code ever used in their community
@@ -60,7 +67,7 @@ import geopandas as gpd
 import shapely
 from pyproj import CRS
 
-from spatialgrid.adjacency import shared_edges
+from spatialgrid.adjacency import pieces, shared_edges
 from spatialgrid.codes import check_community_code, sequence_digits
 from spatialgrid.crs import require_same_crs
 from spatialgrid.crs import working_crs as _working_crs
@@ -109,9 +116,15 @@ class RebalanceResult:
         (``"unchanged"``, ``"ok"``, ``"repaired"``, ``"violations"``), ``method``
         (``"none"``, ``"moves"``, ``"moves+parts"``, ``"repartition"``),
         ``violations_before``, ``violations_after``, ``households_moved``,
-        ``grids_touched``, ``feasible`` (a valid grid count exists), ``notes``.
+        ``existing_households_moved``, ``grids_touched``, ``feasible`` (a valid
+        grid count exists), ``notes``.
     summary
-        ``households_moved``, ``households_new`` (new blocks placed),
+        ``households_moved`` (households of the units that changed grid, counted
+        as :func:`spatialgrid.plandiff.diff_plans` counts them),
+        ``existing_households_moved`` (of those, households that lived there
+        before the change: the residents who get a new grid worker; newcomers
+        get their first one wherever they go — this is what the repair
+        minimises), ``households_new`` (new blocks placed),
         ``grids_touched`` (codes whose blocks changed, created or retired),
         ``n_grids_touched``, ``codes_created``, ``codes_retired``,
         ``violations_before``, ``violations_after``, ``locked``, ``seconds``.
@@ -253,6 +266,9 @@ class _Violation:
     A grid that already broke the bounds before the data changed (and whose
     households did not change) keeps its old violation as a tolerance: the
     rebalance repairs what the change broke, not every old flaw (unless asked).
+    The tolerance is signed and holds in its own direction only: ``+t`` lets a
+    grid hold up to ``max + t`` households, ``-t`` down to ``min - t``; a grid
+    above max that drops below min violates like any other.
     """
 
     def __init__(self, lo: int, hi: int, tol: dict[str, int]) -> None:
@@ -260,7 +276,12 @@ class _Violation:
 
     def __call__(self, grid: str, h: int) -> int:
         v = _viol(h, self.lo, self.hi)
-        return max(0, v - self.tol.get(grid, 0)) if v else 0
+        if not v:
+            return 0
+        t = self.tol.get(grid, 0)
+        if (t > 0 and h > self.hi) or (t < 0 and h < self.lo):
+            return max(0, v - abs(t))
+        return v
 
 
 def _polys(geom: shapely.Geometry | None) -> shapely.Geometry | None:
@@ -287,6 +308,7 @@ class _Community:
     orig: list[str | None]  # grid before the repair (None: new block)
     grid: list[str | None]
     fixed: list[bool]  # in a locked grid
+    stay: list[int]  # households that lived in the unit before the change
     nbrs: list[set[int]] = field(default_factory=list)
 
     @property
@@ -315,21 +337,7 @@ class _Community:
         return out
 
     def components(self, units: set[int]) -> list[set[int]]:
-        left = set(units)
-        comps: list[set[int]] = []
-        while left:
-            start = left.pop()
-            comp = {start}
-            stack = [start]
-            while stack:
-                x = stack.pop()
-                for v in self.nbrs[x]:
-                    if v in left:
-                        left.discard(v)
-                        comp.add(v)
-                        stack.append(v)
-            comps.append(comp)
-        return comps
+        return pieces(units, self.nbrs)
 
     def neighbour_grids(self, grids: set[str], locked: set[str]) -> set[str]:
         out: set[str] = set()
@@ -345,18 +353,7 @@ class _Community:
 def _connected_without(members: set[int], u: int, nbrs: list[set[int]]) -> bool:
     """Whether ``members - {u}`` is non-empty and connected."""
     rest = members - {u}
-    if not rest:
-        return False
-    start = next(iter(rest))
-    seen = {start}
-    stack = [start]
-    while stack:
-        x = stack.pop()
-        for v in nbrs[x]:
-            if v in rest and v not in seen:
-                seen.add(v)
-                stack.append(v)
-    return len(seen) == len(rest)
+    return bool(rest) and len(pieces(rest, nbrs)) == 1
 
 
 @dataclass
@@ -374,13 +371,17 @@ class _State:
 
 
 def _moved_cost(com: _Community, u: int, a: str | None, b: str | None) -> int:
-    """Change of moved households when unit ``u`` goes from grid a to grid b."""
+    """Change of moved households when unit ``u`` goes from grid a to grid b.
+
+    Only households that lived in the unit before the change count: a new
+    household gets its first grid worker wherever it goes, nobody is re-assigned.
+    """
     if com.orig[u] is None:
         return 0  # a new block: nobody is re-assigned
     if com.orig[u] == a:
-        return com.hh[u]
+        return com.stay[u]
     if com.orig[u] == b:
-        return -com.hh[u]
+        return -com.stay[u]
     return 0
 
 
@@ -594,6 +595,7 @@ class _Buildings:
     group: np.ndarray
     tree: shapely.STRtree
     points: np.ndarray
+    before: np.ndarray | None = None  # households before the change, if known
 
     @classmethod
     def build(
@@ -616,11 +618,36 @@ class _Buildings:
             if "compound_id" in proj.columns
             else np.full(len(proj), None, dtype=object)
         )
+        before = None
+        if "households_before" in proj.columns:
+            before = pd.to_numeric(proj["households_before"], errors="coerce")
+            before = np.nan_to_num(before.to_numpy(float), nan=0.0)
         points = shapely.point_on_surface(foot)
-        return cls(foot, weight, group, shapely.STRtree(points), points)
+        return cls(foot, weight, group, shapely.STRtree(points), points, before)
 
     def inside(self, geom: shapely.Geometry) -> np.ndarray:
         return self.tree.query(geom, predicate="contains")
+
+
+def _share_stay(
+    stay: int, hh: list[int], geoms: list[Any], bld: _Buildings | None
+) -> list[int]:
+    """Share a unit's earlier households over its pieces.
+
+    By the buildings' ``households_before`` when known (a new compound's
+    buildings hold none of them), else in proportion to the pieces' households.
+    """
+    if stay <= 0:
+        return [0] * len(hh)
+    w = None
+    if bld is not None and bld.before is not None:
+        w = np.asarray([bld.before[bld.inside(g)].sum() for g in geoms], dtype=float)
+        if w.sum() <= 0:
+            w = None
+    if w is None:
+        w = np.asarray(hh, dtype=float)
+    out = allocate_households(int(stay), w)
+    return [int(min(s, h)) for s, h in zip(out, hh, strict=True)]
 
 
 @dataclass
@@ -638,6 +665,7 @@ class _Engine:
     code_scheme: str
     max_single: int = 4
     time_budget_s: float = 1.0
+    deadline: float = math.inf  # perf_counter() by which a community should be done
     vf: _Violation = field(default_factory=lambda: _Violation(0, 0, {}))
 
     def refine(self, com: _Community, grids: set[str], *, keep_groups: bool) -> int:
@@ -670,20 +698,23 @@ class _Engine:
                 use_roads=False,
             )
             if res.n_parts > 1:
-                new_units[u] = [
-                    (g, int(h)) for g, h in zip(res.parts, res.households, strict=True)
-                ]
+                hh = [int(h) for h in res.households]
+                parts = list(res.parts)
+                stay = _share_stay(com.stay[u], hh, parts, bld)
+                new_units[u] = list(zip(parts, hh, stay, strict=True))
         if not new_units:
             return 0
         fields: dict[str, list[Any]] = {
-            k: [] for k in ("block_id", "hh", "geom_w", "geom_in", "orig", "grid")
+            k: []
+            for k in ("block_id", "hh", "geom_w", "geom_in", "orig", "grid", "stay")
         }
         fixed: list[bool] = []
         for u in range(com.n):
-            pieces = new_units.get(u, [(com.geom_w[u], com.hh[u])])
-            for geom, h in pieces:
+            pieces = new_units.get(u, [(com.geom_w[u], com.hh[u], com.stay[u])])
+            for geom, h, st in pieces:
                 fields["block_id"].append(com.block_id[u])
                 fields["hh"].append(h)
+                fields["stay"].append(st)
                 fields["geom_w"].append(geom)
                 fields["geom_in"].append(com.geom_in[u] if u not in new_units else None)
                 fields["orig"].append(com.orig[u])
@@ -691,6 +722,7 @@ class _Engine:
                 fixed.append(com.fixed[u])
         com.block_id = fields["block_id"]
         com.hh = fields["hh"]
+        com.stay = fields["stay"]
         com.geom_w = fields["geom_w"]
         com.geom_in = fields["geom_in"]
         com.orig = fields["orig"]
@@ -832,84 +864,404 @@ class _Engine:
                 top = max(pieces, key=lambda p: p[1])
                 com.grid[u] = label[top[0]]
                 continue
-            new_units[u] = parts
+            stay = _share_stay(
+                com.stay[u],
+                [p[1] for p in parts],
+                [p[0] for p in parts],
+                self.buildings,
+            )
+            new_units[u] = [(*p, st) for p, st in zip(parts, stay, strict=True)]
         if new_units:
-            bid, hh, gw, gi, orig, grid, fixed = [], [], [], [], [], [], []
+            bid, hh, gw, gi, orig, grid, fixed, stays = [], [], [], [], [], [], [], []
             for u in range(com.n):
                 pieces = new_units.get(u)
                 if pieces is None:
-                    pieces = [(com.geom_w[u], com.hh[u], com.grid[u])]
-                for geom, h, g in pieces:
+                    pieces = [(com.geom_w[u], com.hh[u], com.grid[u], com.stay[u])]
+                for geom, h, g, st in pieces:
                     bid.append(com.block_id[u])
                     hh.append(h)
+                    stays.append(st)
                     gw.append(geom)
                     gi.append(com.geom_in[u] if u not in new_units else None)
                     orig.append(com.orig[u])
                     grid.append(g)
                     fixed.append(com.fixed[u])
             com.block_id, com.hh, com.geom_w, com.geom_in = bid, hh, gw, gi
-            com.orig, com.grid, com.fixed = orig, grid, fixed
+            com.orig, com.grid, com.fixed, com.stay = orig, grid, fixed, stays
             com.build_graph()
         return com.grid
 
     def repair(self, com: _Community, notes: list[str]) -> str:
         """Repair ``com`` in place; the method that was used."""
+        self.deadline = time.perf_counter() + 1.7 * self.time_budget_s
         self.place_loose(com, notes)
         if not self.violating(com):
             return "none"
         self._tolerate_oversize(com, notes)
         if not self.violating(com):
             return "none"
-        small = self._small_region_search(com)
-        if small is not None:
-            trial, region, refined = small
-            _assign(com, trial)
-            notes.append(
-                f"repaired within {len(region)} grid(s)"
-                + (", block(s) split by whole buildings" if refined else "")
-            )
-            return "moves+parts" if refined else "moves"
+        # Every way that reaches the bounds competes on households moved and
+        # grids touched: the exact least-change search, small regions of
+        # moves, a new grid carved out, the move search over the community.
+        cands: list[tuple[tuple[int, int], _Community, str, str]] = []
+        for found, name, text in (
+            (self._exact_search(com), "exact", "least-change repair within"),
+            (self._small_region_search(com), "moves", "repaired within"),
+            (self._carve_search(com), "carve", "new grid carved out of"),
+        ):
+            if found is not None and found[0][0] == 0:
+                score, trial, region, refined = found
+                cands.append(
+                    (
+                        score,
+                        trial,
+                        name + ("+parts" if refined else ""),
+                        f"{text} {len(region)} grid(s)"
+                        + (", block(s) split by whole buildings" if refined else ""),
+                    )
+                )
+        work = _copy(com)
         method = "moves"
-        state = self._search(com)
+        state = self._search(work)
+        split_note = ""
         if state.viol > 0 and self.buildings is not None:
-            area = self.violating(com)
-            area |= com.neighbour_grids(area, self.locked)
+            area = self.violating(work)
+            area |= work.neighbour_grids(area, self.locked)
             for keep_groups in (True, False):
-                if self.refine(com, area, keep_groups=keep_groups):
+                if self.refine(work, area, keep_groups=keep_groups):
                     method = "moves+parts"
-                    state = self._search(com)
+                    state = self._search(work)
                     if state.viol == 0:
                         if not keep_groups:
-                            notes.append("compound(s) split by whole buildings")
+                            split_note = "compound(s) split by whole buildings"
                         break
-        partial = _copy(com)
-        partial.grid = list(state.grid)
-        moves_score = self._score(partial)
+        base = _copy(work)  # the units refined, the grids as they were
+        work.grid = list(state.grid)
+        moves_score = self._score(work)
+        if moves_score[0] == 0:
+            cands.append((moves_score, work, method, split_note))
         core = self.violating(com)
         hh = com.grid_hh()
-        splittable = any(hh[g] >= 2 * self.lo for g in core)
-        if state.viol == 0:
+        for _score, trial, _method, _text in cands:
+            self._polish(trial)
+        cands = [(self._score(c[1]), *c[1:]) for c in cands]
+        if cands:
             # A grid far above max may be cheaper to split than to spread out.
-            if not splittable:
-                com.grid = list(state.grid)
-                return method
-            best = self._repartition_regions(com, 1, max_tiers=2)
-        else:
-            # Last resort: re-partition a region; smallest regions first.
-            best = self._repartition_regions(com, state.viol)
+            if any(hh[g] >= 2 * self.lo for g in core):
+                rep = self._repartition_regions(base, 1, max_tiers=2)
+                if rep is not None and rep[0][0] == 0:
+                    cands.append(
+                        (
+                            rep[0],
+                            rep[1],
+                            "repartition",
+                            f"re-partitioned {rep[2]} grid(s)",
+                        )
+                    )
+            for rep_c in cands[-1:]:
+                if rep_c[2] == "repartition":
+                    self._polish(rep_c[1])
+                    cands[-1] = (self._score(rep_c[1]), *rep_c[1:])
+            log.debug(
+                "community %s candidates: %s",
+                com.code,
+                [(c[2], c[0]) for c in cands],
+            )
+            score, trial, method, text = min(cands, key=lambda c: c[0])
+            _assign(com, trial)
+            if text:
+                notes.append(text)
+            return method
+        # Last resort: re-partition a region; smallest regions first.
+        best = self._repartition_regions(base, moves_score[0])
         if best is None or moves_score <= best[0]:
             if moves_score[0] < self._score(com)[0]:
-                com.grid = list(state.grid)
+                _assign(com, work)
             if moves_score[0] > 0:
                 notes.append("no plan within bounds found for the repair region")
             return method
+        self._polish(best[1])
         _assign(com, best[1])
         notes.append(f"re-partitioned {best[2]} grid(s)")
         return "repartition"
 
+    def _polish(self, com: _Community) -> int:
+        """Send moved units back to their old grid where nothing breaks.
+
+        A unit goes back when both grids stay within the bounds (no violation
+        grows), the grid it leaves stays in one piece and it borders its old
+        grid; most earlier households first, until nothing more can go back.
+        Returns the earlier households saved.
+        """
+        saved = 0
+        hh = com.grid_hh()
+        members = com.members()
+        changed = True
+        while changed:
+            changed = False
+            moved = sorted(
+                (
+                    u
+                    for u in range(com.n)
+                    if com.orig[u] is not None
+                    and com.grid[u] != com.orig[u]
+                    and com.stay[u] > 0
+                ),
+                key=lambda u: (-com.stay[u], u),
+            )
+            for u in moved:
+                a, b = com.grid[u], com.orig[u]
+                if a is None or b is None or b in self.locked:
+                    continue
+                if b not in members or not (com.nbrs[u] & members[b]):
+                    continue
+                h = com.hh[u]
+                before = self.vf(a, hh[a]) + self.vf(b, hh[b])
+                after = self.vf(a, hh[a] - h) + self.vf(b, hh[b] + h)
+                if after > before or self.vf(a, hh[a] - h) > self.vf(a, hh[a]):
+                    continue
+                if self.vf(b, hh[b] + h) > self.vf(b, hh[b]):
+                    continue
+                if not _connected_without(members[a], u, com.nbrs):
+                    continue
+                com.grid[u] = b
+                members[a].discard(u)
+                members[b].add(u)
+                hh[a] -= h
+                hh[b] += h
+                saved += com.stay[u]
+                changed = True
+        return saved
+
+    def _exact_search(
+        self, com: _Community, *, rings: int = 3
+    ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
+        """Least-change assignment inside the violating grids and their neighbours.
+
+        Solved exactly (:func:`spatialgrid.minmove.min_move_assignment`): the
+        units of the region (whole blocks, then parts of whole buildings with
+        compounds whole, then not) go to grids so that every grid is within the
+        bounds (an old flaw keeps its tolerance), as few earlier households
+        move as possible and as few grids as possible are touched; grids may be
+        emptied and, when one is above max, one new grid may open. Each unit
+        granularity is tried, the cheapest plan wins; when none reaches the
+        bounds, the region grows by the next ring of neighbours (``rings``).
+        """
+        core = self.violating(com)
+        if not core:
+            return None
+        region = set(core)
+        deadline = time.perf_counter() + 0.8 * self.time_budget_s
+        best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
+        for _ring in range(rings):
+            wider = region | com.neighbour_grids(region, self.locked)
+            if wider == region:
+                break
+            region = wider
+            found = self._exact_in(com, core, region, deadline)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = found
+            if best is not None and best[0][0] == 0:
+                break
+        return best
+
+    def _exact_in(
+        self, com: _Community, core: set[str], region: set[str], deadline: float
+    ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
+        from spatialgrid.minmove import min_move_assignment
+
+        hh0 = com.grid_hh()
+        n_new = 1 if any(hh0[g] > self.hi for g in core) else 0
+        grids = sorted(region)
+        gi = {g: i for i, g in enumerate(grids)}
+        lo_g, hi_g = [], []
+        for g in grids:
+            t = self.vf.tol.get(g, 0)
+            lo_g.append(self.lo + t if t < 0 else self.lo)
+            hi_g.append(self.hi + t if t > 0 else self.hi)
+        best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
+        for refined, keep in ((False, True), (True, True), (True, False)):
+            left = deadline - time.perf_counter()
+            if left <= 0.02:
+                break
+            trial = _copy(com)
+            if refined and not self.refine(trial, region, keep_groups=keep):
+                continue
+            units = [u for u in range(trial.n) if trial.grid[u] in region]
+            local = {u: k for k, u in enumerate(units)}
+            res = min_move_assignment(
+                [trial.hh[u] for u in units],
+                [trial.stay[u] if trial.orig[u] is not None else 0 for u in units],
+                [gi[trial.grid[u]] for u in units],
+                [{local[v] for v in trial.nbrs[u] if v in local} for u in units],
+                lo_g,
+                hi_g,
+                fixed=[trial.fixed[u] for u in units],
+                n_new=n_new,
+                new_lo=self.lo,
+                new_hi=self.hi,
+                touch_weight=self.touch_weight,
+                time_limit=min(0.25 * self.time_budget_s, left),
+                stop_if_outside=True,
+            )
+            if res is None:
+                continue
+            for k, u in enumerate(units):
+                g = int(res.grid[k])
+                trial.grid[u] = grids[g] if g < len(grids) else f"{_NEW}:{com.code}:m"
+            score = self._score(trial)
+            if best is None or score < best[0]:
+                best = (score, trial, region, refined)
+        return best
+
+    def _carve_search(
+        self, com: _Community, *, n_seeds: int = 10, max_nbrs: int = 6
+    ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
+        """Repair a grid above max by carving a new grid out of it and neighbours.
+
+        For each grid above max, the regions are the grid alone and with one,
+        two or three of its neighbours whose households are enough for one grid
+        more than the region holds (most spare households first, smallest
+        regions first). The units are the region's blocks, then parts of whole
+        buildings (compounds whole, then not). A new grid grows from a seed
+        part by adding neighbouring parts, cheapest first (those whose earlier
+        households are fewest: a new compound's buildings cost nothing), never
+        taking a grid below min or cutting it in two, until the new grid and
+        every grid of the region are within the bounds. The cheapest plan
+        (violation, households moved + ``touch_weight`` per grid touched) wins;
+        None when no carve works.
+        """
+        from itertools import combinations
+
+        hh = com.grid_hh()
+        viol = self.violating(com)
+        over = sorted(g for g in viol if hh[g] > self.hi)
+        if not over:
+            return None
+        others = sum(self.vf(g, h) for g, h in hh.items() if g in viol - set(over))
+        t0 = time.perf_counter()
+        best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
+        for a in over:
+            nbrs = sorted(
+                com.neighbour_grids({a}, self.locked), key=lambda g: (-hh[g], g)
+            )[:max_nbrs]
+            regions: list[set[str]] = []
+            for size in range(4):
+                for extra in combinations(nbrs, size):
+                    total = hh[a] + sum(hh[g] for g in extra)
+                    k = size + 2  # grids after the carve
+                    if k * self.lo <= total <= k * self.hi:
+                        regions.append({a, *extra})
+            regions = regions[:12]
+            if not regions:
+                continue
+            area = {a, *nbrs}
+            for refined, keep in ((False, True), (True, True), (True, False)):
+                trial = _copy(com)
+                if refined and not self.refine(trial, area, keep_groups=keep):
+                    continue
+                found = False
+                for reg in regions:
+                    if time.perf_counter() - t0 > 0.3 * self.time_budget_s:
+                        return best
+                    grid = self._carve(trial, reg, n_seeds=n_seeds)
+                    if grid is None:
+                        continue
+                    cand = _copy(trial)
+                    cand.grid = grid
+                    score = self._score(cand)
+                    if score[0] > others:
+                        continue
+                    found = True
+                    if best is None or score < best[0]:
+                        best = (score, cand, reg, refined)
+                if found and refined:
+                    break  # compounds split only when whole ones would not do
+        return best
+
+    def _carve(
+        self, com: _Community, region: set[str], *, n_seeds: int
+    ) -> list[str | None] | None:
+        """Unit grids with a new grid grown inside ``region``; None if none fits."""
+        units = [u for u in range(com.n) if com.grid[u] in region and not com.fixed[u]]
+        if not units:
+            return None
+        in_region = set(units)
+        base_members = {g: set() for g in region}
+        for u in units:
+            base_members[com.grid[u]].add(u)
+        base_hh = {g: sum(com.hh[u] for u in m) for g, m in base_members.items()}
+
+        def cost(u: int) -> float:
+            return com.stay[u] / max(com.hh[u], 1)
+
+        seeds = sorted(units, key=lambda u: (cost(u), -com.hh[u], u))[:n_seeds]
+        best: tuple[int, set[int]] | None = None
+        for seed in seeds:
+            grown = self._grow(com, seed, base_members, base_hh, in_region)
+            if grown is not None and (best is None or grown[0] < best[0]):
+                best = grown
+        if best is None:
+            return None
+        label = f"{_NEW}:{com.code}:c{min(units)}"
+        grid = list(com.grid)
+        for u in best[1]:
+            grid[u] = label
+        return grid
+
+    def _grow(
+        self,
+        com: _Community,
+        seed: int,
+        base_members: dict[str, set[int]],
+        base_hh: dict[str, int],
+        in_region: set[int],
+    ) -> tuple[int, set[int]] | None:
+        """Grow a new grid from ``seed``: (households moved, its units) or None."""
+        lo, hi = self.lo, self.hi
+        members = {g: set(m) for g, m in base_members.items()}
+        ghh = dict(base_hh)
+        s_set: set[int] = set()
+        s_hh = moved = 0
+        u = seed
+        if com.hh[u] > hi or not _connected_without(members[com.grid[u]], u, com.nbrs):
+            return None
+        while True:
+            g = com.grid[u]
+            members[g].discard(u)
+            ghh[g] -= com.hh[u]
+            s_set.add(u)
+            s_hh += com.hh[u]
+            moved += com.stay[u]
+            if lo <= s_hh <= hi and all(self.vf(g, h) == 0 for g, h in ghh.items()):
+                return moved, s_set
+            options = []
+            for x in s_set:
+                for v in com.nbrs[x]:
+                    if v not in in_region or v in s_set:
+                        continue
+                    gv = com.grid[v]
+                    h = com.hh[v]
+                    if s_hh + h > hi or ghh[gv] - h < lo:
+                        continue
+                    adj = len(com.nbrs[v] & s_set)
+                    options.append((ghh[gv] <= hi, com.stay[v] - 20 * adj, -h, v))
+            options.sort()
+            nxt = next(
+                (
+                    v
+                    for *_, v in options
+                    if _connected_without(members[com.grid[v]], v, com.nbrs)
+                ),
+                None,
+            )
+            if nxt is None:
+                return None
+            u = nxt
+
     def _small_region_search(
         self, com: _Community, *, max_region: int = 3
-    ) -> tuple[_Community, set[str], bool] | None:
+    ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
         """Repair with moves inside the smallest region of grids; None if none works.
 
         Regions grow from the violating grids: with one neighbour, then with
@@ -940,7 +1292,7 @@ class _Engine:
                 if refine and self.buildings is None:
                     break
                 for reg in regions:
-                    if time.perf_counter() - t0 > 0.3 * self.time_budget_s:
+                    if time.perf_counter() - t0 > 0.25 * self.time_budget_s:
                         break
                     trial = _copy(com)
                     if refine and not self.refine(trial, reg, keep_groups=False):
@@ -962,7 +1314,7 @@ class _Engine:
                     if score[0] == 0 and (best is None or score < best[0]):
                         best = (score, trial, reg, refine)
             if best is not None:
-                return best[1], best[2], best[3]
+                return best
             frontier = regions
         return None
 
@@ -998,7 +1350,7 @@ class _Engine:
             if g is not None
         }
         moved = sum(
-            com.hh[u]
+            com.stay[u]
             for u in range(com.n)
             if com.orig[u] is not None and com.grid[u] != com.orig[u]
         )
@@ -1034,7 +1386,9 @@ class _Engine:
         best: tuple[tuple[int, int], _Community, int] | None = None
         for tier in tiers[:max_tiers]:
             for reg in tier:
-                if time.perf_counter() - t0 > self.time_budget_s and best is not None:
+                now = time.perf_counter()
+                late = now - t0 > self.time_budget_s or now > self.deadline
+                if late and best is not None:
                     return best
                 trial = _copy(com)
                 if self.repartition(trial, reg) is None:
@@ -1076,6 +1430,7 @@ def _copy(com: _Community) -> _Community:
         orig=list(com.orig),
         grid=list(com.grid),
         fixed=list(com.fixed),
+        stay=list(com.stay),
         nbrs=[set(s) for s in com.nbrs],
     )
 
@@ -1089,6 +1444,7 @@ def _assign(com: _Community, other: _Community) -> None:
         "orig",
         "grid",
         "fixed",
+        "stay",
         "nbrs",
     ):
         setattr(com, name, getattr(other, name))
@@ -1152,8 +1508,14 @@ def rebalance_plan(
         ``households``, geometry; same CRS as ``blocks``) and its assignments
         (``block_id``, ``grid_code``, ``households`` per block or part).
     buildings
-        Optional building footprints (``households``, ``compound_id``); enable
-        moving parts of blocks (whole buildings) when whole blocks are too lumpy.
+        Optional building footprints after the change (``households``,
+        ``compound_id``, optionally ``households_before``: households that lived
+        in the building before the change, 0 for a new building); enable moving
+        parts of blocks (whole buildings) when whole blocks are too lumpy, tell
+        which part of a split block gained or lost households, and which parts
+        hold newcomers (cheap to move). Without ``households_before`` a block's
+        earlier households are ``min(old, new)`` of its plan figure, shared over
+        its parts by households.
     locked
         Grid codes that must stay exactly as they are.
     used_codes
@@ -1172,9 +1534,12 @@ def rebalance_plan(
         else CGCS2000 Gauss–Krüger / UTM).
     repair_all
         Also repair grids that already broke the bounds before the change. By
-        default such a grid keeps its old violation as a tolerance (the rebalance
-        repairs what the change broke, without churning around old flaws), and
-        communities whose data did not change are copied untouched.
+        default such a grid keeps its old violation as a tolerance, in its own
+        direction (a grid that held 621 households may hold up to 621 again, a
+        grid that held 380 no fewer than 380, whether or not the change reached
+        it): the rebalance repairs what the change broke, without churning
+        around old flaws; communities whose data did not change are copied
+        untouched.
     part_households
         Target households of the building parts units are refined into when
         whole units cannot be moved (default ``(max - min) // 2``).
@@ -1253,6 +1618,8 @@ def rebalance_plan(
         rows_of.setdefault(b, []).append(r)
 
     # New households per assignment row.
+    grids_geom = dict(zip(codes, grids.geometry.values, strict=True))
+    bld_index = _building_index(buildings) if buildings is not None else None
     row_hh = np.zeros(len(a_bid), dtype=np.int64)
     for b, rows in rows_of.items():
         total = bhh.get(b)
@@ -1264,7 +1631,26 @@ def rebalance_plan(
             w = a_w[rows]
             if not np.isfinite(w).all() or w.sum() <= 0:
                 w = np.ones(len(rows))
+            if (
+                buildings is not None
+                and int(total) != int(np.nansum(a_w[rows]))
+                and len({a_code[r] for r in rows}) == len(rows)
+            ):
+                # Where in a split block did households come or go? Its
+                # buildings say, when they account for the block's households.
+                w = _part_weights_from_buildings(
+                    blocks.geometry.values[bpos[b]],
+                    [grids_geom[str(a_code[r])] for r in rows],
+                    w,
+                    int(total),
+                    bld_index,
+                )
             row_hh[rows] = allocate_households(int(total), w)
+    # Households per row that lived there before the change (the plan's figure,
+    # or fewer when the block lost households); they are the ones a move re-assigns.
+    row_stay = np.where(
+        np.isfinite(a_w), np.minimum(np.nan_to_num(a_w), row_hh), row_hh
+    ).astype(np.int64)
     grid_new = pd.Series(row_hh).groupby(a_code).sum().reindex(codes, fill_value=0)
     old_hh = (
         pd.to_numeric(grids["households"], errors="coerce").to_numpy()
@@ -1293,17 +1679,18 @@ def rebalance_plan(
     if bad_comm:
         log.warning("blocks of communities %s have no grid in the plan", bad_comm[:5])
 
-    # Old flaws of grids the change did not reach are tolerated (see _Violation).
-    old_viol = {
-        c: _viol(int(o), lo, hi) if np.isfinite(o) else 0
+    # Old flaws are tolerated in their own direction (see _Violation): a grid
+    # that held 621 keeps up to 621 after a compound joined it, but no more.
+    old_viol = {  # signed: + above max, - below min
+        c: (int(o) - hi if o > hi else -(lo - int(o)) if o < lo else 0)
+        if np.isfinite(o)
+        else 0
         for c, o in zip(codes, old_hh, strict=True)
     }
     vf = _Violation(
         lo,
         hi,
-        {}
-        if repair_all
-        else {c: v for c, v in old_viol.items() if v and c not in changed_grids},
+        {} if repair_all else {c: v for c, v in old_viol.items() if v},
     )
     # Which communities need geometry work (violations, new or removed blocks).
     work = sorted(
@@ -1360,6 +1747,7 @@ def rebalance_plan(
             rows_of=rows_of,
             a_code=a_code,
             row_hh=row_hh,
+            row_stay=row_stay,
             grid_geom_in=grid_geom_in,
             grid_geom_w=grid_geom_w,
             locked=locked_set,
@@ -1377,11 +1765,12 @@ def rebalance_plan(
             1 for g, h in hh_after.items() if g not in locked_set and _viol(h, lo, hi)
         )
         total = sum(com.hh)
-        moved = sum(
-            com.hh[u]
+        moved_units = [
+            u
             for u in range(com.n)
             if com.orig[u] is not None and com.grid[u] != com.orig[u]
-        )
+        ]
+        moved = sum(com.hh[u] for u in moved_units)
         touched = {
             g
             for u in range(com.n)
@@ -1400,6 +1789,7 @@ def rebalance_plan(
                 "violations_before": before,
                 "violations_after": after,
                 "households_moved": int(moved),
+                "existing_households_moved": int(sum(com.stay[u] for u in moved_units)),
                 "grids_touched": len(touched),
                 "feasible": has_valid_k(total, min_households=lo, max_households=hi),
                 "notes": "; ".join(notes),
@@ -1455,6 +1845,9 @@ def rebalance_plan(
         "households_moved": int(
             moves.loc[moves["from_grid"].notna(), "households"].sum()
         ),
+        "existing_households_moved": int(
+            sum(r["existing_households_moved"] for r in comm_rows)
+        ),
         "households_new": int(moves.loc[moves["from_grid"].isna(), "households"].sum()),
         "grids_touched": touched_codes,
         "n_grids_touched": len(touched_codes),
@@ -1482,6 +1875,7 @@ def rebalance_plan(
             "violations_before",
             "violations_after",
             "households_moved",
+            "existing_households_moved",
             "grids_touched",
             "feasible",
             "notes",
@@ -1502,6 +1896,47 @@ def rebalance_plan(
     )
 
 
+def _building_index(buildings: gpd.GeoDataFrame) -> tuple[shapely.STRtree, np.ndarray]:
+    """Buildings' representative points (input CRS) and households, for lookups."""
+    pts = shapely.point_on_surface(np.asarray(buildings.geometry.values, dtype=object))
+    if "households" in buildings.columns:
+        w = pd.to_numeric(buildings["households"], errors="coerce").to_numpy(float)
+    else:
+        w = np.zeros(len(buildings))
+    return shapely.STRtree(pts), np.nan_to_num(w, nan=0.0)
+
+
+def _part_weights_from_buildings(
+    block: shapely.Geometry,
+    grid_geoms: list[Any],
+    fallback: np.ndarray,
+    total: int,
+    index: tuple[shapely.STRtree, np.ndarray] | None,
+) -> np.ndarray:
+    """Weights of a split block's rows from the buildings in each part.
+
+    Used when the block's households changed: a new compound adds its households
+    to the part it stands in, not to every part in the plan's proportions. Falls
+    back to ``fallback`` when the buildings do not account for the block's
+    households (within 1 %) or a part cannot be located.
+    """
+    if index is None:
+        return fallback
+    tree, hh = index
+    in_block = tree.query(block, predicate="contains")
+    if not len(in_block) or abs(hh[in_block].sum() - total) > max(1.0, 0.01 * total):
+        return fallback
+    out = np.zeros(len(grid_geoms))
+    for k, g in enumerate(grid_geoms):
+        part = _polys(shapely.intersection(block, g))
+        if part is None:
+            return fallback
+        out[k] = hh[tree.query(part, predicate="contains")].sum()
+    if abs(out.sum() - total) > max(1.0, 0.01 * total):
+        return fallback
+    return out
+
+
 def _build_community(
     comm: str,
     *,
@@ -1512,13 +1947,22 @@ def _build_community(
     rows_of: dict[str, list[int]],
     a_code: np.ndarray,
     row_hh: np.ndarray,
+    row_stay: np.ndarray,
     grid_geom_in: dict[str, Any],
     grid_geom_w: dict[str, Any],
     locked: set[str],
     bhh: dict[str, int],
 ) -> _Community:
     com = _Community(
-        code=comm, block_id=[], hh=[], geom_w=[], geom_in=[], orig=[], grid=[], fixed=[]
+        code=comm,
+        block_id=[],
+        hh=[],
+        geom_w=[],
+        geom_in=[],
+        orig=[],
+        grid=[],
+        fixed=[],
+        stay=[],
     )
     for b in ids:
         rows = rows_of.get(b, [])
@@ -1542,9 +1986,18 @@ def _build_community(
                 top = max(grids_b.items(), key=lambda kv: kv[1])[0]
                 pieces = [(g_in, g_w, int(sum(grids_b.values())), top)]
                 log.warning("block %s: its parts do not match their grids", b)
+        stay_b: dict[str, int] = {}
+        for r in rows:
+            c = str(a_code[r])
+            stay_b[c] = stay_b.get(c, 0) + int(row_stay[r])
         for pi, pw, h, g in pieces:
             com.block_id.append(b)
             com.hh.append(h if h >= 0 else 0)
+            com.stay.append(
+                min(stay_b.get(g, 0), h)
+                if len(pieces) == len(grids_b)
+                else min(sum(stay_b.values()), max(h, 0))
+            )
             com.geom_in.append(pi)
             com.geom_w.append(pw)
             com.orig.append(g)

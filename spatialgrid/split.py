@@ -413,7 +413,9 @@ def _attach_fragments(
                     best, best_len = j, shared
             if best is None or best_len <= 0:
                 continue
-            polys[best] = shapely.union(polys[best], polys[i])
+            # Polygonal part only: a union may carry a stray zero-area line.
+            merged = _polygons(shapely.union(polys[best], polys[i]))
+            polys[best] = shapely.union_all(np.asarray(merged, dtype=object))
             weights[best] += w
             del polys[i]
             del weights[i]

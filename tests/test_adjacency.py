@@ -4,7 +4,12 @@ import numpy as np
 
 import shapely
 
-from spatialgrid.adjacency import adjacency_lists, connected_components, shared_edges
+from spatialgrid.adjacency import (
+    adjacency_lists,
+    connected_components,
+    pieces,
+    shared_edges,
+)
 from spatialgrid.testing import box_lattice
 
 
@@ -37,3 +42,10 @@ def test_components_of_island():
     labels = connected_components(len(both), shared_edges(both))
     assert len(set(labels[:4])) == 1
     assert labels[4] != labels[0]
+
+
+def test_pieces_of_a_unit_subset():
+    nbrs = [{1}, {0, 2}, {1, 3}, {2}]  # a path 0-1-2-3
+    assert sorted(map(sorted, pieces({0, 1, 3}, nbrs))) == [[0, 1], [3]]
+    assert pieces([], nbrs) == []
+    assert len(pieces(range(4), nbrs)) == 1

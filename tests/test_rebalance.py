@@ -300,3 +300,91 @@ def test_cli_file_mode(tmp_path):
     assert "above_max" in r.output
     r = runner.invoke(app, ["rebalance", "--plan", str(plan)])
     assert r.exit_code == 2
+
+
+def _buildings(blocks, new_compound: dict[str, int] | None = None):
+    """Four 25-household buildings stacked in the west of every 100 m block; a
+    new compound (four buildings, no earlier households) in the east of some."""
+    import geopandas as gpd
+
+    rows = []
+    for b, geom, h in zip(
+        blocks["block_id"], blocks.geometry, blocks["households"], strict=True
+    ):
+        x0, y0, _, _ = geom.bounds
+        for k in range(4):
+            y = y0 + 5 + k * 24
+            rows.append(
+                (
+                    f"{b}-{k}",
+                    b,
+                    "",
+                    h // 4,
+                    h // 4,
+                    shapely.box(x0 + 5, y, x0 + 25, y + 18),
+                )
+            )
+        extra = (new_compound or {}).get(b, 0)
+        for k in range(4 if extra else 0):
+            y = y0 + 5 + k * 24
+            box = shapely.box(x0 + 60, y, x0 + 85, y + 18)
+            rows.append((f"{b}-n{k}", b, f"NEW-{b}", extra // 4, 0, box))
+    cols = ["building_id", "block_id", "compound_id", "households", "households_before"]
+    return gpd.GeoDataFrame(
+        {c: [r[i] for r in rows] for i, c in enumerate(cols)},
+        geometry=[r[5] for r in rows],
+        crs=blocks.crs,
+    )
+
+
+def test_new_compound_becomes_a_grid_without_moving_a_resident():
+    blocks, grids, assign = square_plan()
+    buildings = _buildings(blocks, {"B0_0": 400})
+    changed = apply_household_changes(blocks, {"B0_0": 400})  # grid 01: 800
+    res = rebalance_plan(changed, grids, assign, buildings=buildings)
+    assert res.ok, res.grids[["grid_code", "households"]]
+    assert res.summary["existing_households_moved"] == 0
+    assert res.summary["codes_created"] == [f"{COMM}07"]
+    by_code = res.grids.set_index("grid_code")["households"]
+    assert by_code[f"{COMM}07"] == 400
+    assert by_code[f"{COMM}01"] == 400
+    assert len(res.summary["grids_touched"]) == 2
+    # The new grid holds exactly the compound's buildings.
+    new_geom = res.grids.set_index("grid_code").geometry[f"{COMM}07"]
+    inside = buildings[buildings.representative_point().within(new_geom)]
+    assert set(inside["compound_id"]) == {"NEW-B0_0"}
+    assert len(inside) == 4
+    assert validate_plan(changed, res.grids, res.assignments).empty
+
+
+def test_old_flaw_is_kept_in_its_direction_and_repaired_on_request():
+    # Grid 01 held 560 before (B0_0 = 260): a compound of 400 joins it.
+    hh = [100] * 24
+    hh[0] = 260
+    blocks = testing.box_lattice(6, 4, households=hh, community_code=COMM)
+    _, _, assign = square_plan()
+    assign = assign.assign(households=blocks["households"].to_numpy())
+    grids = build_grids(blocks, assign)
+    buildings = _buildings(blocks, {"B0_0": 400})
+    changed = apply_household_changes(blocks, {"B0_0": 400})  # grid 01: 960
+    res = rebalance_plan(changed, grids, assign, buildings=buildings)
+    by_code = res.grids.set_index("grid_code")["households"]
+    assert by_code[f"{COMM}01"] == 560  # back to its old flaw, no worse
+    assert res.summary["existing_households_moved"] == 0
+    assert res.summary["violations_after"] == 1
+    fixed = rebalance_plan(changed, grids, assign, buildings=buildings, repair_all=True)
+    assert fixed.ok, fixed.grids[["grid_code", "households"]]
+    assert fixed.summary["existing_households_moved"] > 0
+
+
+def test_tolerance_holds_only_in_its_own_direction():
+    from spatialgrid.rebalance import _Violation
+
+    vf = _Violation(400, 500, {"A": 60, "B": -30})
+    assert vf("A", 540) == 0  # above max, within its old surplus
+    assert vf("A", 580) == 20
+    assert vf("A", 380) == 20  # below min: no tolerance that way
+    assert vf("B", 375) == 0
+    assert vf("B", 360) == 10
+    assert vf("B", 510) == 10
+    assert vf("C", 450) == 0

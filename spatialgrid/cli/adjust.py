@@ -235,6 +235,7 @@ def rebalance(
         "viol. before",
         "after",
         "moved",
+        "residents",
         "grids",
     ):
         table.add_column(col)
@@ -246,11 +247,14 @@ def rebalance(
             str(row.violations_before),
             str(row.violations_after),
             str(row.households_moved),
+            str(row.existing_households_moved),
             str(row.grids_touched),
         )
     console.print(table)
     console.print(
-        f"{s['households_moved']} households moved, {s['n_grids_touched']} grid(s) touched, "
+        f"{s['households_moved']} households moved ({s['existing_households_moved']} "
+        f"of them residents from before the change), {s['n_grids_touched']} grid(s) "
+        "touched, "
         f"codes created {s['codes_created'] or '-'}, retired {s['codes_retired'] or '-'}; "
         f"grids outside bounds {s['violations_before']} → {s['violations_after']}; "
         f"{s['seconds']:.2f} s → {where}"
