@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None, help="pickle of city+plan")
     parser.add_argument("--full-check", action="store_true")
-    parser.add_argument("--touch-weight", type=int, default=50)
+    parser.add_argument("--touch-weight", type=int, default=100)
     parser.add_argument("--beam-width", type=int, default=12)
     parser.add_argument(
         "--repair-all", action="store_true", help="also repair old flaws"
@@ -322,6 +322,7 @@ def main() -> None:
         1 for r in rows if r["rb_viol"] == 0 or r["rb_viol"] <= r["full_viol"]
     )
     agree = sum(1 for r in rows if r["rb_moved"] == r["rb_engine_existing"])
+    worst_gap = max(abs(r["rb_moved"] - r["rb_engine_existing"]) for r in rows)
     print()
     print(
         f"median existing households moved: rebalance {med['rb_moved']}, full "
@@ -353,7 +354,7 @@ def main() -> None:
     )
     print(
         f"engine's own existing-households count equals the buildings' count in "
-        f"{agree}/{len(rows)} changes"
+        f"{agree}/{len(rows)} changes (largest gap {worst_gap} households)"
     )
     if args.full_check:
         t0 = time.perf_counter()

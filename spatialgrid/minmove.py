@@ -95,7 +95,7 @@ def min_move_assignment(
     n_new: int = 0,
     new_lo: int = 0,
     new_hi: int = 0,
-    touch_weight: int = 50,
+    touch_weight: int = 100,
     reach: int = 2,
     time_limit: float = 1.0,
     max_rounds: int = 30,

@@ -1492,7 +1492,7 @@ def rebalance_plan(
     part_households: int | None = None,
     beam_width: int = 12,
     max_moves: int = 12,
-    touch_weight: int = 50,
+    touch_weight: int = 100,
     progress: ProgressCallback | None = None,
 ) -> RebalanceResult:
     """Repair a plan after the data changed, moving as few households as possible.
@@ -2010,6 +2010,28 @@ def _build_community(
     return com
 
 
+def _union_valid(parts: list[Any]) -> shapely.Geometry:
+    """Union of polygon parts that may have come back from a reprojection invalid.
+
+    A part made in the working CRS and projected back to degrees can pinch into
+    a self-touching ring; such parts are made valid (polygonal part only) before
+    the union, and the union itself is checked the same way.
+    """
+    fixed = []
+    for p in parts:
+        if p is None or p.is_empty:
+            continue
+        if not shapely.is_valid(p):
+            p = _polys(shapely.make_valid(p))
+            if p is None:
+                continue
+        fixed.append(p)
+    geom = shapely.union_all(np.asarray(fixed, dtype=object))
+    if not shapely.is_valid(geom):
+        geom = _polys(shapely.make_valid(geom)) or geom
+    return geom
+
+
 def _assemble(
     *,
     grids: gpd.GeoDataFrame,
@@ -2147,13 +2169,13 @@ def _assemble(
         by_block: dict[str, list[int]] = {}
         for _, u in members:
             by_block.setdefault(com.block_id[u], []).append(u)
-        pieces = []
+        parts = []
         for b, us in by_block.items():
             whole = grids_of_block.get(b, set()) == {g}
-            pieces.extend(
+            parts.extend(
                 [in_geoms[bpos[b]]] if whole else [com.geom_in[u] for u in us]
             )
-        geom = shapely.union_all(np.asarray(pieces, dtype=object))
+        geom = _union_valid(parts)
         geom_w = shapely.union_all(np.asarray([com.geom_w[u] for _, u in members]))
         per = float(geom_w.length)
         pp = float(4 * math.pi * geom_w.area / per**2) if per > 0 else 0.0

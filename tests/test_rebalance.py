@@ -388,3 +388,38 @@ def test_tolerance_holds_only_in_its_own_direction():
     assert vf("B", 360) == 10
     assert vf("B", 510) == 10
     assert vf("C", 450) == 0
+
+
+def test_nanjing_grown_block_is_repaired_in_its_community(nanjing_osm):
+    """Real city: a block of a full grid gains 300 households (Nanjing import)."""
+    from spatialgrid.importers import import_osm
+    from spatialgrid.partition import partition_blocks
+
+    city = import_osm(nanjing_osm, admin_code="320102")
+    internal = city.streets[city.streets["internal"].astype(bool)]
+    plan = partition_blocks(
+        city.blocks, buildings=city.buildings, internal_roads=internal, seed=0
+    )
+    grids, assign = plan.grids, plan.assignments
+    full = grids[grids["households"] == 500].sort_values("grid_code").iloc[0]
+    mine = assign[assign["grid_code"] == full["grid_code"]]
+    block = str(mine.sort_values(["households", "block_id"]).iloc[-1]["block_id"])
+    changed = apply_household_changes(city.blocks, {block: 300})
+    res = rebalance_plan(changed, grids, assign, buildings=city.buildings)
+    row = res.communities.iloc[0]
+    assert row["community_code"] == full["community_code"]
+    assert row["status"] == "repaired"
+    assert row["violations_after"] == 0
+    assert res.grids["geometry"].is_valid.all()
+    assert res.assignments["households"].sum() == changed["households"].sum()
+    assert res.summary["n_grids_touched"] <= 4
+    # Everything outside the changed community is the old plan, byte for byte.
+    other = grids[grids["community_code"] != full["community_code"]]
+    after = res.grids.set_index("grid_code").geometry
+    for code, geom in zip(other["grid_code"], other.geometry, strict=True):
+        assert after[code].wkb == geom.wkb
+    # No new overlap, gap, contiguity or nesting problem (the plan's own two
+    # hairline overlaps between other communities stay as they were).
+    kinds = set(validate_plan(changed, res.grids, res.assignments)["kind"])
+    before = set(validate_plan(city.blocks, grids, assign)["kind"])
+    assert kinds <= before
