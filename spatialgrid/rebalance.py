@@ -2172,9 +2172,7 @@ def _assemble(
         parts = []
         for b, us in by_block.items():
             whole = grids_of_block.get(b, set()) == {g}
-            parts.extend(
-                [in_geoms[bpos[b]]] if whole else [com.geom_in[u] for u in us]
-            )
+            parts.extend([in_geoms[bpos[b]]] if whole else [com.geom_in[u] for u in us])
         geom = _union_valid(parts)
         geom_w = shapely.union_all(np.asarray([com.geom_w[u] for _, u in members]))
         per = float(geom_w.length)
