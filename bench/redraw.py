@@ -191,9 +191,6 @@ def main() -> None:
     parser.add_argument("--touch-weight", type=int, default=100)
     parser.add_argument("--beam-width", type=int, default=12)
     parser.add_argument(
-        "--repair-all", action="store_true", help="also repair old flaws"
-    )
-    parser.add_argument(
         "--dump", type=Path, default=None, help="pickle each change's input here"
     )
     args = parser.parse_args()
@@ -253,7 +250,6 @@ def main() -> None:
             used_codes=used,
             touch_weight=args.touch_weight,
             beam_width=args.beam_width,
-            repair_all=args.repair_all,
         )
         secs = time.perf_counter() - t0
         old_c = grids[grids["community_code"] == comm]
@@ -350,7 +346,6 @@ def main() -> None:
         f"changes that leave no grid out of bounds (old flaws the change did not "
         f"reach excepted) or no more than the full re-partition: {bounds_ok}/"
         f"{len(rows)}; counting old flaws too: {strict_ok}/{len(rows)}"
-        + ("" if args.repair_all else " (--repair-all repairs them)")
     )
     print(
         f"engine's own existing-households count equals the buildings' count in "
