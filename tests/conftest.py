@@ -21,6 +21,22 @@ def nanjing_osm() -> Path:
     return NANJING_OSM
 
 
+@pytest.fixture(scope="session")
+def nanjing_plan():
+    """(city, partition) of the real Nanjing extract, made once per session."""
+    if not NANJING_OSM.exists():
+        pytest.skip("../shared/data/osm/nanjing_xinjiekou.osm is absent")
+    from spatialgrid.importers import import_osm
+    from spatialgrid.partition import partition_blocks
+
+    city = import_osm(NANJING_OSM, admin_code="320102")
+    internal = city.streets[city.streets["internal"].astype(bool)]
+    plan = partition_blocks(
+        city.blocks, buildings=city.buildings, internal_roads=internal, seed=0
+    )
+    return city, plan
+
+
 @pytest.fixture
 def lattice_blocks():
     """A 4 x 3 lattice of 100 m blocks, 250 households each, one community."""

@@ -459,3 +459,28 @@ def test_grids_stay_valid_coverage_in_4490_rounded(sample_city, geographic_resul
             mask = (grids["community_code"] == code).to_numpy()
             assert shapely.coverage_is_valid(rounded[mask]), code
         assert shapely.is_valid(res.deviations.to_crs(4490).geometry.values).all()
+
+
+def test_nanjing_grids_stay_inside_their_community(nanjing_plan):
+    """Real city: no grid reaches into another community, none overlaps another."""
+    city, plan = nanjing_plan
+    grids = plan.grids.to_crs(4549)
+    blocks = city.blocks.to_crs(4549)
+    assert grids.is_valid.all()
+    for comm, mine in grids.groupby("community_code"):
+        region = shapely.union_all(
+            blocks.loc[blocks["community_code"] == comm].geometry
+        )
+        outside = shapely.difference(shapely.union_all(mine.geometry), region).area
+        assert outside < 0.01, (comm, outside)
+    pairs = gpd.sjoin(grids, grids, predicate="intersects")
+    pairs = pairs[pairs.index < pairs["index_right"]]
+    geom = grids.geometry
+    worst = max(
+        (
+            geom[i].intersection(geom[j]).area
+            for i, j in zip(pairs.index, pairs["index_right"], strict=True)
+        ),
+        default=0.0,
+    )
+    assert worst < 0.01

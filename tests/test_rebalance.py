@@ -390,16 +390,9 @@ def test_tolerance_holds_only_in_its_own_direction():
     assert vf("C", 450) == 0
 
 
-def test_nanjing_grown_block_is_repaired_in_its_community(nanjing_osm):
+def test_nanjing_grown_block_is_repaired_in_its_community(nanjing_plan):
     """Real city: a block of a full grid gains 300 households (Nanjing import)."""
-    from spatialgrid.importers import import_osm
-    from spatialgrid.partition import partition_blocks
-
-    city = import_osm(nanjing_osm, admin_code="320102")
-    internal = city.streets[city.streets["internal"].astype(bool)]
-    plan = partition_blocks(
-        city.blocks, buildings=city.buildings, internal_roads=internal, seed=0
-    )
+    city, plan = nanjing_plan
     grids, assign = plan.grids, plan.assignments
     full = grids[grids["households"] == 500].sort_values("grid_code").iloc[0]
     mine = assign[assign["grid_code"] == full["grid_code"]]
