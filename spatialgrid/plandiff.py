@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 import geopandas as gpd
+import shapely
 
 from spatialgrid.crs import require_same_crs
 from spatialgrid.errors import MissingColumnError
@@ -213,6 +214,54 @@ def match_grid_codes(
     return mapping
 
 
+def _building_flows(
+    buildings: gpd.GeoDataFrame,
+    old_grids: gpd.GeoDataFrame,
+    new_grids: gpd.GeoDataFrame,
+    old: dict[str, dict[str, int]],
+    new: dict[str, dict[str, int]],
+) -> dict[str, list[tuple[str | None, str, int]]]:
+    """Flows of split blocks counted per building: ``{block_id: [(from, to, hh)]}``.
+
+    Only blocks split in either plan whose buildings (by ``block_id``) hold the
+    block's households in the newer plan (within 1 %), every building located
+    in a grid of each plan.
+    """
+    _require(buildings, ("block_id", "households"), "buildings")
+    split = {b for b in set(old) & set(new) if len(old[b]) > 1 or len(new[b]) > 1}
+    if not split:
+        return {}
+    bid = buildings["block_id"].astype(str).to_numpy()
+    mine = np.isin(bid, sorted(split))
+    if not mine.any():
+        return {}
+    sub = buildings[mine]
+    hh = pd.to_numeric(sub["households"], errors="coerce").fillna(0).to_numpy()
+    pts = shapely.point_on_surface(np.asarray(sub.geometry.values, dtype=object))
+
+    def locate(grids: gpd.GeoDataFrame) -> np.ndarray:
+        codes = grids["grid_code"].astype(str).to_numpy()
+        tree = shapely.STRtree(np.asarray(grids.geometry.values, dtype=object))
+        p, g = tree.query(pts, predicate="within")
+        out = np.full(len(pts), None, dtype=object)
+        out[p] = codes[g]
+        return out
+
+    before, after = locate(old_grids), locate(new_grids)
+    out: dict[str, list[tuple[str | None, str, int]]] = {}
+    frame = pd.DataFrame({"block": bid[mine], "hh": hh, "old": before, "new": after})
+    for b, rows in frame.groupby("block", sort=True):
+        total = sum(new[b].values())
+        if rows["old"].isna().any() or rows["new"].isna().any():
+            continue
+        if abs(rows["hh"].sum() - total) > max(1.0, 0.01 * total):
+            continue
+        moved = rows[rows["old"] != rows["new"]]
+        agg = moved.groupby(["old", "new"], sort=True)["hh"].sum()
+        out[str(b)] = [(str(o), str(n), round(float(h))) for (o, n), h in agg.items()]
+    return out
+
+
 def diff_plans(
     old_grids: gpd.GeoDataFrame,
     old_assignments: pd.DataFrame,
@@ -220,6 +269,7 @@ def diff_plans(
     new_assignments: pd.DataFrame,
     *,
     blocks: gpd.GeoDataFrame | None = None,
+    buildings: gpd.GeoDataFrame | None = None,
     id_col: str = "block_id",
     households_col: str = "households",
 ) -> PlanDiff:
@@ -235,6 +285,13 @@ def diff_plans(
     blocks
         Optional blocks (``id_col`` and geometry, same CRS) to draw the moved
         blocks on the map layer.
+    buildings
+        Optional buildings (``block_id``, ``households`` and geometry, same CRS).
+        A block split between grids in either plan is then compared building by
+        building (each building's point located in both plans' grids) when its
+        buildings account for its households: two plans that cut a block in the
+        same proportions but along different lines move the residents of the
+        buildings that changed side, which shares alone cannot see.
     id_col, households_col
         Column names in ``blocks`` and the assignments.
 
@@ -261,9 +318,16 @@ def diff_plans(
         (new_assignments, ("block_id", "grid_code"), "new_assignments"),
     ):
         _require(frame, cols, name)
-    crs = require_same_crs(old_grids=old_grids, new_grids=new_grids, blocks=blocks)
+    crs = require_same_crs(
+        old_grids=old_grids, new_grids=new_grids, blocks=blocks, buildings=buildings
+    )
     old = block_shares(old_assignments, households_col=households_col)
     new = block_shares(new_assignments, households_col=households_col)
+    by_building = (
+        _building_flows(buildings, old_grids, new_grids, old, new)
+        if buildings is not None and len(buildings)
+        else {}
+    )
 
     move_rows: list[dict[str, Any]] = []
     hh_in: dict[str, int] = {}
@@ -273,7 +337,11 @@ def diff_plans(
     moved_hh = 0
     moved_blocks: set[str] = set()
     for b in sorted(set(new) & set(old)):
-        moved, flows = block_flows(old[b], new[b])
+        if b in by_building:
+            flows = by_building[b]
+            moved = sum(h for _, _, h in flows)
+        else:
+            moved, flows = block_flows(old[b], new[b])
         if moved <= 0:
             continue
         moved_hh += moved

@@ -89,3 +89,43 @@ def test_missing_columns():
         diff_plans(grids, assign.drop(columns=["grid_code"]), grids, assign)
     with pytest.raises(MissingColumnError, match="block_id"):
         diff_plans(grids, assign, grids, pd.DataFrame({"grid_code": []}))
+
+
+def test_buildings_see_a_split_block_cut_along_another_line():
+    """Same 50/50 shares, sides swapped: the shares say nothing moved, the
+    buildings say all 100 households changed grid."""
+    import geopandas as gpd
+    import shapely
+
+    crs = "EPSG:4546"
+    west, east = shapely.box(0, 0, 50, 100), shapely.box(50, 0, 100, 100)
+    a, b = f"{COMM}01", f"{COMM}02"
+    assign = pd.DataFrame(
+        {
+            "block_id": ["B", "B"],
+            "grid_code": [a, b],
+            "households": [50, 50],
+            "part_id": ["B/1", "B/2"],
+        }
+    )
+    old = gpd.GeoDataFrame({"grid_code": [a, b]}, geometry=[west, east], crs=crs)
+    new = gpd.GeoDataFrame({"grid_code": [a, b]}, geometry=[east, west], crs=crs)
+    buildings = gpd.GeoDataFrame(
+        {"block_id": ["B"] * 4, "households": [25, 25, 30, 20]},
+        geometry=[
+            shapely.box(10, 10, 20, 20),
+            shapely.box(10, 60, 20, 70),
+            shapely.box(70, 10, 80, 20),
+            shapely.box(70, 60, 80, 70),
+        ],
+        crs=crs,
+    )
+    assert diff_plans(old, assign, new, assign).summary["households_moved"] == 0
+    d = diff_plans(old, assign, new, assign, buildings=buildings)
+    assert d.summary["households_moved"] == 100
+    flows = {(r.from_grid, r.to_grid): r.households for r in d.moves.itertuples()}
+    assert flows == {(a, b): 50, (b, a): 50}
+    # Buildings that do not account for the block's households: shares decide.
+    partial = buildings.iloc[:2]
+    d = diff_plans(old, assign, new, assign, buildings=partial)
+    assert d.summary["households_moved"] == 0

@@ -368,7 +368,10 @@ def plan_diff(
         na = na.assign(grid_code=na["grid_code"].astype(str).map(mapping))
         ng = ng.assign(grid_code=ng["grid_code"].astype(str).map(mapping))
     blocks = repository.load_layer("blocks", session=session)
-    result = diff_plans(og, oa, ng, na, blocks=blocks)
+    buildings = repository.load_layer("buildings", session=session)
+    result = diff_plans(
+        og, oa, ng, na, blocks=blocks, buildings=buildings if len(buildings) else None
+    )
     layer = result.layer.copy()
     layer_text = feature_collection(layer, id_col=None)
     if output == "geojson":

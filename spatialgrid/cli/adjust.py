@@ -281,6 +281,13 @@ def diff(
         Path | None,
         typer.Option("--blocks", help="Blocks file: adds moved blocks to the map."),
     ] = None,
+    buildings: Annotated[
+        Path | None,
+        typer.Option(
+            "--buildings",
+            help="Buildings file: split blocks are compared building by building.",
+        ),
+    ] = None,
     match: Annotated[
         bool,
         typer.Option(
@@ -297,12 +304,14 @@ def diff(
     """Compare two plans: grids added/removed/changed, households and blocks moved."""
     from spatialgrid.plandiff import diff_plans, match_grid_codes
 
-    block_frame = None
+    block_frame = building_frame = None
     if old is not None and new is not None:
         og, oa = _read_plan(old, "--old")
         ng, na = _read_plan(new, "--new")
         if blocks is not None:
             block_frame = _read(blocks, "--blocks")
+        if buildings is not None:
+            building_frame = _read(buildings, "--buildings")
     elif old_id is not None and new_id is not None:
         from spatialgrid.db import repository
         from spatialgrid.db.engine import session_scope
@@ -314,6 +323,7 @@ def diff(
                 og, oa = load_plan(old_id, session=session)
                 ng, na = load_plan(new_id, session=session)
                 block_frame = repository.load_layer("blocks", session=session)
+                building_frame = repository.load_layer("buildings", session=session)
         finally:
             engine.dispose()
     else:
@@ -325,7 +335,16 @@ def diff(
         ng = ng.assign(grid_code=ng["grid_code"].astype(str).map(mapping))
     if block_frame is not None:
         block_frame = block_frame.to_crs(og.crs)
-    result = diff_plans(og, oa, ng.to_crs(og.crs), na, blocks=block_frame)
+    if building_frame is not None:
+        building_frame = building_frame.to_crs(og.crs) if len(building_frame) else None
+    result = diff_plans(
+        og,
+        oa,
+        ng.to_crs(og.crs),
+        na,
+        blocks=block_frame,
+        buildings=building_frame,
+    )
     s = result.summary
     console.print(
         f"grids: {s['grids_added']} added, {s['grids_removed']} removed, "
