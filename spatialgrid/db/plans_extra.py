@@ -35,12 +35,15 @@ def load_plan(
 
 
 def ever_used_grid_codes(*, session: Session) -> set[str]:
-    """Every grid code of every stored plan (draft, active or retired)."""
-    used: set[str] = set()
-    for plan_id in repository.list_plans(session=session)["id"]:
-        grids = repository.load_plan_grids(int(plan_id), session=session)
-        used.update(grids["grid_code"].astype(str))
-    return used
+    """Every grid code of every stored plan (draft, active or retired).
+
+    One query on the codes alone (no geometry is read).
+    """
+    from sqlalchemy import select
+
+    from spatialgrid.db.models import Grid
+
+    return {str(c) for c in session.scalars(select(Grid.grid_code).distinct())}
 
 
 def store_draft_plan(

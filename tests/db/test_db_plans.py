@@ -207,3 +207,28 @@ def test_workers_assigned_to_grids(db_session):
     assert repository.list_workers(session=db_session)["name"].tolist()[-1] == "张三"
     with pytest.raises(NotFoundError, match="not part of plan"):
         repository.assign_worker(plan_id, "nope", worker, session=db_session)
+
+
+def test_ever_used_grid_codes_spans_every_plan(db_session):
+    from spatialgrid.db.plans_extra import ever_used_grid_codes
+
+    grids, assignments, diagnostics = _partition()
+    _plan(db_session, "first")
+    # A second plan that re-codes the east grid: both codes count as used.
+    recoded = grids.assign(grid_code=["42100200100101", "42100200100107"])
+    moved = assignments.assign(
+        grid_code=["42100200100101"] * 2 + ["42100200100107"] * 3
+    )
+    repository.create_plan(
+        recoded,
+        moved,
+        session=db_session,
+        name="second",
+        parameters={},
+        diagnostics=diagnostics,
+    )
+    assert ever_used_grid_codes(session=db_session) >= {
+        "42100200100101",
+        "42100200100102",
+        "42100200100107",
+    }
