@@ -221,12 +221,14 @@ def read_community(
     ],
 ) -> GeoJSONResponse:
     """One community as a GeoJSON Feature (EPSG:4490 lon/lat); 404 when unknown."""
-    communities = repository.load_layer("communities", session=session)
-    match = communities[communities["community_code"].astype(str) == code]
+    match = repository.load_layer(
+        "communities", session=session, equals={"community_code": code}, limit=1
+    )
     if match.empty:
+        stored = repository.count_layer("communities", session=session)
         msg = (
             f"no community with code {code!r}; list them with GET /v1/communities "
-            f"({len(communities)} stored)"
+            f"({stored} stored)"
         )
         raise NotFoundError(msg)
     return GeoJSONResponse(feature_texts(match.iloc[:1], id_col="community_code")[0])

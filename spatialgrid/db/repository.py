@@ -41,6 +41,7 @@ from sqlalchemy import (
     Table,
     Text,
     cast,
+    false,
     func,
     select,
     text,
@@ -536,6 +537,7 @@ def load_layer(
     bbox: tuple[float, float, float, float] | None = None,
     limit: int | None = None,
     offset: int = 0,
+    equals: dict[str, Any] | None = None,
 ) -> gpd.GeoDataFrame:
     """One stored layer as a GeoDataFrame in EPSG:4490.
 
@@ -550,15 +552,27 @@ def load_layer(
         geometry intersects it.
     limit, offset
         Paging, in insertion order.
+    equals
+        ``{column: value}``: only features whose stored column equals the value
+        (filtered in the database), e.g. ``{"community_code": "421002001001"}``.
 
     Returns
     -------
     geopandas.GeoDataFrame
         The :data:`~spatialgrid.city.LAYER_COLUMNS` of the layer first, then other
         stored columns and the extra columns saved in ``properties``.
+
+    Raises
+    ------
+    InputError
+        ``equals`` names a column the layer does not store as a column.
     """
     table = _layer_table(layer)
     typed = _typed_columns(table)
+    for col in equals or {}:
+        if col not in typed:
+            msg = f"layer {layer!r} cannot be filtered on {col!r}; columns: {typed}"
+            raise InputError(msg)
     stmt = select(
         *[table.c[c] for c in typed],
         cast(table.c.properties, Text),
@@ -566,6 +580,11 @@ def load_layer(
     ).order_by(table.c.id)
     if bbox is not None:
         stmt = stmt.where(_bbox_filter(table, bbox))
+    for col, value in (equals or {}).items():
+        if isinstance(value, str) and "\x00" in value:
+            stmt = stmt.where(false())  # PostgreSQL text never holds NUL
+        else:
+            stmt = stmt.where(table.c[col] == value)
     if offset:
         stmt = stmt.offset(int(offset))
     if limit is not None:

@@ -121,6 +121,18 @@ def test_load_layer_bbox_limit_offset(db_session, small_city):
     assert far.empty
     assert list(far.columns[:5]) == list(LAYER_COLUMNS["pois"])
     assert far.crs.to_epsg() == 4490
+    one = repository.load_layer(
+        "blocks", session=db_session, equals={"block_id": "B1_1"}
+    )
+    assert one["block_id"].tolist() == ["B1_1"]
+    none = repository.load_layer("blocks", session=db_session, equals={"block_id": "Z"})
+    assert none.empty
+    nul = repository.load_layer(
+        "blocks", session=db_session, equals={"block_id": "B\x00"}
+    )
+    assert nul.empty  # PostgreSQL refuses NUL in text: nothing can match
+    with pytest.raises(InputError, match="cannot be filtered on 'nope'"):
+        repository.load_layer("blocks", session=db_session, equals={"nope": 1})
 
 
 def test_load_layer_errors(db_session):
