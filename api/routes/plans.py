@@ -26,8 +26,6 @@ from geojson_pydantic import Feature
 from geojson_pydantic.geometries import Geometry
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-import shapely
-
 from api.deps import Permission, SessionDep, require_permission
 from api.geojson import GEOJSON_MEDIA_TYPE, GeoJSONResponse, feature_collection
 from api.jobs import PARTITION_JOB, JobQueueFullError, JobRunner, jobs_lifespan
@@ -541,17 +539,14 @@ def list_plan_grids(
     n_blocks, flags (why a grid breaks a rule; empty when it does not),
     worker_id and the partition's extra columns. Follow the `next` link for more.
     """
-    grids = repository.load_plan_grids(
-        _checked_id(plan_id, "grid plan"), session=session
-    )
-    if community is not None:
-        grids = grids[grids["community_code"].astype(str) == community]
+    pid = _checked_id(plan_id, "grid plan")
     box: tuple[float, float, float, float] | None = bbox  # type: ignore[assignment]
-    if box is not None:
-        hits = shapely.intersects(grids.geometry.values, shapely.box(*box))
-        grids = grids[hits]
-    matched = len(grids)
-    page = grids.iloc[offset : offset + limit]
+    page = repository.load_plan_grids(
+        pid, session=session, bbox=box, community=community, limit=limit, offset=offset
+    )
+    matched = repository.count_plan_grids(
+        pid, session=session, bbox=box, community=community
+    )
     links = _page_links(
         request, offset=offset, limit=limit, returned=len(page), matched=matched
     )

@@ -88,6 +88,7 @@ __all__ = [
     "assign_worker",
     "authenticate_api_key",
     "count_layer",
+    "count_plan_grids",
     "create_api_key",
     "create_plan",
     "create_worker",
@@ -932,11 +933,37 @@ def get_plan(plan_id: int, *, session: Session) -> PlanInfo:
     )
 
 
-def load_plan_grids(plan_id: int, *, session: Session) -> gpd.GeoDataFrame:
+def _plan_grid_filters(
+    table: Table,
+    plan_id: int,
+    bbox: Sequence[float] | None,
+    community: str | None,
+) -> list[Any]:
+    where = [table.c.plan_id == int(plan_id)]
+    if bbox is not None:
+        where.append(_bbox_filter(table, bbox))
+    if community is not None:
+        if "\x00" in community:
+            where.append(false())  # PostgreSQL text never holds NUL
+        else:
+            where.append(table.c.community_code == community)
+    return where
+
+
+def load_plan_grids(
+    plan_id: int,
+    *,
+    session: Session,
+    bbox: Sequence[float] | None = None,
+    community: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> gpd.GeoDataFrame:
     """The grids of a plan (EPSG:4490, MultiPolygons), ordered by grid code.
 
     Columns: grid_code, community_code, households, n_blocks, flags, worker_id,
-    any extra columns saved with them, geometry.
+    any extra columns saved with them, geometry. ``bbox`` (lon/lat in
+    EPSG:4490), ``community`` and ``limit``/``offset`` select in the database.
     """
     _get_plan(plan_id, session)
     table: Table = Grid.__table__  # type: ignore[assignment]
@@ -950,9 +977,13 @@ def load_plan_grids(plan_id: int, *, session: Session) -> gpd.GeoDataFrame:
             type_coerce(func.ST_AsEWKB(table.c.geom), LargeBinary),
             table.c.flags,
         )
-        .where(table.c.plan_id == int(plan_id))
+        .where(*_plan_grid_filters(table, plan_id, bbox, community))
         .order_by(table.c.grid_code)
     )
+    if offset:
+        stmt = stmt.offset(int(offset))
+    if limit is not None:
+        stmt = stmt.limit(int(limit))
     rows = session.execute(stmt).all()
     frame = _frame_from_rows(
         rows, typed, ("grid_code", "community_code", "households", "n_blocks")
@@ -960,6 +991,24 @@ def load_plan_grids(plan_id: int, *, session: Session) -> gpd.GeoDataFrame:
     frame.insert(4, "flags", pd.array([r[-1] for r in rows], dtype=object))
     assert isinstance(frame, gpd.GeoDataFrame)
     return frame
+
+
+def count_plan_grids(
+    plan_id: int,
+    *,
+    session: Session,
+    bbox: Sequence[float] | None = None,
+    community: str | None = None,
+) -> int:
+    """Number of grids of a plan (intersecting ``bbox``, of ``community``)."""
+    _get_plan(plan_id, session)
+    table: Table = Grid.__table__  # type: ignore[assignment]
+    stmt = (
+        select(func.count())
+        .select_from(table)
+        .where(*_plan_grid_filters(table, plan_id, bbox, community))
+    )
+    return int(session.execute(stmt).scalar_one())
 
 
 def load_plan_assignments(plan_id: int, *, session: Session) -> pd.DataFrame:
