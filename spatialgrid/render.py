@@ -59,6 +59,7 @@ from spatialgrid.errors import (
     InputError,
     MissingColumnError,
 )
+from spatialgrid.validate import require_columns
 
 if TYPE_CHECKING:
     import folium
@@ -708,6 +709,39 @@ def aggregate_incident_cells(
         .rename("count")
         .reset_index()
     )
+    return cells_from_counts(
+        cells, cell_size_m=cell_size_m, crs=crs, scale_max=scale_max
+    )
+
+
+def cells_from_counts(
+    counts: pd.DataFrame,
+    *,
+    cell_size_m: float,
+    crs: CRS | str | int,
+    scale_max: float | None = None,
+) -> gpd.GeoDataFrame:
+    """Heat cells from counts per cell (``cell_i``, ``cell_j``, ``count``).
+
+    ``cell_i``/``cell_j`` index squares of ``cell_size_m`` anchored at the origin
+    of the projected ``crs`` (as :func:`aggregate_incident_cells` and the
+    database's cell counts make them). Returns the same frame as
+    :func:`aggregate_incident_cells`: ``weight = count / scale_max`` clipped to 1
+    (``scale_max`` default: the busiest cell), squares as geometry.
+
+    Raises
+    ------
+    MissingColumnError
+        A column is missing.
+    InputError
+        ``cell_size_m`` or ``scale_max`` not positive.
+    """
+    require_columns(counts, ("cell_i", "cell_j", "count"), "counts")
+    if cell_size_m <= 0:
+        msg = f"cell_size_m={cell_size_m} must be positive"
+        raise InputError(msg)
+    cells = counts[["cell_i", "cell_j", "count"]].reset_index(drop=True)
+    cells = cells.astype({"cell_i": np.int64, "cell_j": np.int64, "count": np.int64})
     top = float(cells["count"].max()) if len(cells) else 0.0
     scale = float(scale_max) if scale_max is not None else max(top, 1.0)
     if scale <= 0:
@@ -723,7 +757,7 @@ def aggregate_incident_cells(
         {
             "scale_max": scale,
             "cell_size_m": float(cell_size_m),
-            "incidents": len(chosen),
+            "incidents": int(cells["count"].sum()),
         }
     )
     return out
@@ -811,10 +845,6 @@ def render_incident_heatmap(
     -------
     folium.Map
     """
-    folium = _folium()
-    from folium.plugins import HeatMap
-
-    basemap = basemap or Basemap()
     cells = aggregate_incident_cells(
         incidents,
         cell_size_m=cell_size_m,
@@ -826,9 +856,70 @@ def render_incident_heatmap(
         scale_max=scale_max,
         working_crs=working_crs,
     )
-    frame = grids if grids is not None and len(grids) else incidents
-    if len(frame) == 0:
+    if len(incidents) == 0 and (grids is None or len(grids) == 0):
         msg = "incidents is empty and no grids were given; nothing to draw"
+        raise EmptyInputError(msg)
+    return render_cell_heatmap(
+        cells,
+        grids=grids,
+        start=start,
+        end=end,
+        radius_cells=radius_cells,
+        cells_layer=cells_layer,
+        code_col=code_col,
+        streets=streets,
+        blocks=blocks,
+        basemap=basemap,
+        credit_osm=credit_osm,
+        title=title,
+        extra_layers=extra_layers,
+        bounds_of=None if grids is not None and len(grids) else incidents,
+    )
+
+
+def render_cell_heatmap(
+    cells: gpd.GeoDataFrame,
+    *,
+    grids: gpd.GeoDataFrame | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    radius_cells: float = 1.6,
+    cells_layer: bool = True,
+    code_col: str = "grid_code",
+    streets: gpd.GeoDataFrame | None = None,
+    blocks: gpd.GeoDataFrame | None = None,
+    basemap: Basemap | None = None,
+    credit_osm: bool = False,
+    title: str | None = "事件热力图 Incidents",
+    extra_layers: Sequence[ExtraLayer] = (),
+    bounds_of: gpd.GeoDataFrame | None = None,
+) -> folium.Map:
+    """A heatmap of counted cells (:func:`cells_from_counts`,
+    :func:`aggregate_incident_cells`) whose colours mean the same at every zoom.
+
+    For callers that count elsewhere (the service counts in PostGIS): the HTML
+    holds one point per cell. ``start``/``end`` label the legend; the map is
+    framed on ``grids``, else ``bounds_of``, else the cells. Other parameters as
+    in :func:`render_incident_heatmap`.
+
+    Raises
+    ------
+    EmptyInputError
+        No cells, no grids and nothing to frame the map on.
+    """
+    folium = _folium()
+    from folium.plugins import HeatMap
+
+    basemap = basemap or Basemap()
+    cell_size_m = float(cells.attrs.get("cell_size_m", 100.0))
+    if grids is not None and len(grids):
+        frame = grids
+    elif bounds_of is not None and len(bounds_of):
+        frame = bounds_of
+    else:
+        frame = cells
+    if len(frame) == 0:
+        msg = "no cells, no grids: nothing to draw"
         raise EmptyInputError(msg)
     m = _new_map(
         _for_display(frame[[frame.geometry.name]], basemap).total_bounds, basemap, title

@@ -32,7 +32,9 @@ def require_columns(frame: gpd.GeoDataFrame, columns: Iterable[str], name: str) 
     """Raise :class:`MissingColumnError` if ``frame`` lacks any of ``columns``."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        have = [c for c in frame.columns if c != frame.geometry.name]
+        # A plain DataFrame (assignments, counts) has no geometry column.
+        geom = getattr(frame, "_geometry_column_name", None)
+        have = [c for c in frame.columns if c != geom]
         msg = (
             f"{name!r} has no column(s) {missing}; it has {have}. Pass the right "
             "column name (e.g. households_col=...) or add the column."

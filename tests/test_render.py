@@ -204,6 +204,46 @@ def test_heatmap_ships_cells_with_fixed_scale(plan, incidents):
     assert "of 40" in page
 
 
+def test_counted_cells_draw_the_same_heat_as_points(plan, incidents):
+    """The service counts cells in PostGIS and draws them with render_cell_heatmap:
+    the same cells, weights and legend as render_incident_heatmap on the points."""
+    cells = render.aggregate_incident_cells(incidents, cell_size_m=50, scale_max=40)
+    counts = cells[["cell_i", "cell_j", "count"]].sample(frac=1, random_state=0)
+    again = render.cells_from_counts(
+        counts, cell_size_m=50, crs=cells.crs, scale_max=40
+    )
+    key = ["cell_i", "cell_j"]
+    a = cells.sort_values(key).reset_index(drop=True)
+    b = again.sort_values(key).reset_index(drop=True)
+    np.testing.assert_allclose(a["weight"], b["weight"])
+    assert a.geometry.geom_equals(b.geometry).all()
+    assert again.attrs == cells.attrs
+
+    def heat(m):
+        page = render.map_to_html(m)
+        rows = json.loads(
+            re.search(r"L\.heatLayer\(\s*(\[\[.*?\]\])\s*,", page, re.S).group(1)
+        )
+        return sorted(map(tuple, rows)), page
+
+    from_points, _ = heat(
+        render.render_incident_heatmap(
+            incidents, grids=plan["grids"], cell_size_m=50, scale_max=40
+        )
+    )
+    from_cells, page = heat(render.render_cell_heatmap(again, grids=plan["grids"]))
+    assert from_cells == from_points
+    assert f"{len(incidents)} incidents" in page
+    with pytest.raises(MissingColumnError, match="count"):
+        render.cells_from_counts(
+            counts.drop(columns="count"), cell_size_m=50, crs=cells.crs
+        )
+    with pytest.raises(InputError, match="scale_max"):
+        render.cells_from_counts(counts, cell_size_m=50, crs=cells.crs, scale_max=0)
+    with pytest.raises(EmptyInputError, match="nothing to draw"):
+        render.render_cell_heatmap(again.iloc[:0])
+
+
 def test_heatmap_filters(incidents):
     none = render.render_incident_heatmap(incidents, categories=["XX0000"])
     page = render.map_to_html(none)

@@ -34,7 +34,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
-import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
@@ -53,11 +52,12 @@ from spatialgrid.errors import InputError
 from spatialgrid.render import (
     Basemap,
     basemap_from_config,
+    cells_from_counts,
     map_to_html,
+    render_cell_heatmap,
     render_grid_map,
     render_hotspot_map,
     render_incident_animation,
-    render_incident_heatmap,
 )
 
 if TYPE_CHECKING:
@@ -237,26 +237,6 @@ def grids_page(
     return _page(request, m)
 
 
-def _cells_as_points(
-    cells: pd.DataFrame, *, cell_size_m: float, crs: Any, stamp: pd.Timestamp
-) -> gpd.GeoDataFrame:
-    """One point per incident at its cell's centre (the DB ships cells, not rows).
-
-    :func:`spatialgrid.render.render_incident_heatmap` counts points per cell;
-    handing it each cell's centre as often as the cell has incidents gives it the
-    same counts without the incidents ever leaving PostGIS. ``reported_at`` is
-    the window's start for all (they were selected by the window already).
-    """
-    counts = cells["count"].to_numpy(dtype=np.int64)
-    x = (cells["cell_i"].to_numpy(dtype=float) + 0.5) * cell_size_m
-    y = (cells["cell_j"].to_numpy(dtype=float) + 0.5) * cell_size_m
-    return gpd.GeoDataFrame(
-        {"reported_at": pd.Series([stamp] * int(counts.sum()), dtype="datetime64[ns]")},
-        geometry=gpd.points_from_xy(np.repeat(x, counts), np.repeat(y, counts)),
-        crs=crs,
-    )
-
-
 @router.get(
     "/heatmap",
     name="maps_heatmap",
@@ -308,25 +288,22 @@ def heatmap_page(
     zone = settings.incident_timezone
     label_start = pd.Timestamp(begin).tz_convert(zone).floor("min").tz_localize(None)
     label_end = pd.Timestamp(stop).tz_convert(zone).ceil("min").tz_localize(None)
-    points = _cells_as_points(
-        cells, cell_size_m=cell_size_m, crs=crs, stamp=label_start
+    heat_cells = cells_from_counts(
+        cells, cell_size_m=cell_size_m, crs=crs, scale_max=scale_max
     )
     streets, blocks, credit = _context(session, basemap)
     cats = split_list(category)
     title = "事件热力图 Incidents" + (f" · {', '.join(cats)}" if cats else "")
-    m = render_incident_heatmap(
-        points,
+    m = render_cell_heatmap(
+        heat_cells,
         grids=grids,
-        cell_size_m=cell_size_m,
         start=label_start.strftime("%Y-%m-%d %H:%M"),
         end=label_end.strftime("%Y-%m-%d %H:%M"),
-        scale_max=scale_max,
         streets=streets,
         blocks=blocks,
         basemap=basemap,
         credit_osm=credit,
         title=title,
-        working_crs=crs,
     )
     return _page(request, m)
 
