@@ -67,7 +67,8 @@ import geopandas as gpd
 import shapely
 from pyproj import CRS
 
-from spatialgrid.adjacency import pieces, shared_edges
+from spatialgrid.adjacency import pieces as unit_pieces
+from spatialgrid.adjacency import shared_edges
 from spatialgrid.codes import check_community_code, sequence_digits
 from spatialgrid.crs import require_same_crs
 from spatialgrid.crs import working_crs as _working_crs
@@ -114,7 +115,9 @@ class RebalanceResult:
     communities
         One row per community that was examined: ``community_code``, ``status``
         (``"unchanged"``, ``"ok"``, ``"repaired"``, ``"violations"``), ``method``
-        (``"none"``, ``"moves"``, ``"moves+parts"``, ``"repartition"``),
+        (``"none"``, ``"exact"``, ``"moves"``, ``"carve"`` — each also with
+        ``"+parts"`` when blocks were split by whole buildings — or
+        ``"repartition"``),
         ``violations_before``, ``violations_after``, ``households_moved``,
         ``existing_households_moved``, ``grids_touched``, ``feasible`` (a valid
         grid count exists), ``notes``.
@@ -263,9 +266,9 @@ def _viol(h: int, lo: int, hi: int) -> int:
 class _Violation:
     """Households outside the bounds per grid, less what the grid may keep.
 
-    A grid that already broke the bounds before the data changed (and whose
-    households did not change) keeps its old violation as a tolerance: the
-    rebalance repairs what the change broke, not every old flaw (unless asked).
+    A grid that already broke the bounds before the data changed keeps its old
+    violation as a tolerance (unless ``repair_all``): the rebalance repairs what
+    the change broke, not every old flaw.
     The tolerance is signed and holds in its own direction only: ``+t`` lets a
     grid hold up to ``max + t`` households, ``-t`` down to ``min - t``; a grid
     above max that drops below min violates like any other.
@@ -337,7 +340,7 @@ class _Community:
         return out
 
     def components(self, units: set[int]) -> list[set[int]]:
-        return pieces(units, self.nbrs)
+        return unit_pieces(units, self.nbrs)
 
     def neighbour_grids(self, grids: set[str], locked: set[str]) -> set[str]:
         out: set[str] = set()
@@ -353,7 +356,7 @@ class _Community:
 def _connected_without(members: set[int], u: int, nbrs: list[set[int]]) -> bool:
     """Whether ``members - {u}`` is non-empty and connected."""
     rest = members - {u}
-    return bool(rest) and len(pieces(rest, nbrs)) == 1
+    return bool(rest) and len(unit_pieces(rest, nbrs)) == 1
 
 
 @dataclass
@@ -942,26 +945,16 @@ class _Engine:
             cands.append((moves_score, work, method, split_note))
         core = self.violating(com)
         hh = com.grid_hh()
-        for _score, trial, _method, _text in cands:
-            self._polish(trial)
-        cands = [(self._score(c[1]), *c[1:]) for c in cands]
         if cands:
             # A grid far above max may be cheaper to split than to spread out.
             if any(hh[g] >= 2 * self.lo for g in core):
                 rep = self._repartition_regions(base, 1, max_tiers=2)
                 if rep is not None and rep[0][0] == 0:
-                    cands.append(
-                        (
-                            rep[0],
-                            rep[1],
-                            "repartition",
-                            f"re-partitioned {rep[2]} grid(s)",
-                        )
-                    )
-            for rep_c in cands[-1:]:
-                if rep_c[2] == "repartition":
-                    self._polish(rep_c[1])
-                    cands[-1] = (self._score(rep_c[1]), *rep_c[1:])
+                    text = f"re-partitioned {rep[2]} grid(s)"
+                    cands.append((rep[0], rep[1], "repartition", text))
+            for cand in cands:
+                self._polish(cand[1])
+            cands = [(self._score(c[1]), *c[1:]) for c in cands]
             log.debug(
                 "community %s candidates: %s",
                 com.code,
