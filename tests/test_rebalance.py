@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -416,3 +418,45 @@ def test_nanjing_grown_block_is_repaired_in_its_community(nanjing_plan):
     kinds = set(validate_plan(changed, res.grids, res.assignments)["kind"])
     before = set(validate_plan(city.blocks, grids, assign)["kind"])
     assert kinds <= before
+
+
+@pytest.mark.db
+def test_cli_database_mode(scratch_db_url):
+    """README's commands on a stored city: partition, data change, rebalance,
+    diff and validate-plan by plan id."""
+    from typer.testing import CliRunner
+
+    from spatialgrid.cli import app
+    from spatialgrid.db import repository
+    from spatialgrid.db.engine import database_session
+    from spatialgrid.sample import generate_city
+
+    city = generate_city(n_communities=2)
+    with database_session(scratch_db_url) as session:
+        repository.save_city(city, session=session)
+    runner = CliRunner()
+    url = ["--database-url", scratch_db_url]
+    r = runner.invoke(app, ["partition", *url, "--activate"])
+    assert r.exit_code == 0, r.output
+    with database_session(scratch_db_url) as session:
+        active = repository.active_plan_id(session=session)
+        assign = repository.load_plan_assignments(active, session=session)
+        grids = repository.load_plan_grids(active, session=session)
+        # A block of a grid within bounds gains 300 households.
+        ok = grids[grids["households"].between(400, 500)].iloc[0]["grid_code"]
+        block = str(assign.loc[assign["grid_code"] == ok, "block_id"].iloc[0])
+        blocks = apply_household_changes(city.blocks, {block: 300})
+        repository.save_city(dataclasses.replace(city, blocks=blocks), session=session)
+    r = runner.invoke(app, ["rebalance", *url, "--name", "after the change"])
+    assert r.exit_code == 0, r.output
+    with database_session(scratch_db_url) as session:
+        plans = repository.list_plans(session=session)
+    draft = int(plans.loc[plans["status"] == "draft", "id"].iloc[-1])
+    assert plans.set_index("id").loc[draft, "name"] == "after the change"
+    r = runner.invoke(
+        app, ["diff", *url, "--old-id", str(active), "--new-id", str(draft)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "household" in r.output
+    r = runner.invoke(app, ["validate-plan", *url, "--plan-id", str(draft)])
+    assert r.exit_code == 0, r.output

@@ -80,12 +80,6 @@ def _violations_table(violations: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
-def _db(database_url: str | None) -> Any:
-    from spatialgrid.db.engine import make_engine
-
-    return make_engine(database_url)
-
-
 # --------------------------------------------------------------------- rebalance
 
 
@@ -188,43 +182,39 @@ def rebalance(
         where = str(out)
     else:
         from spatialgrid.db import repository
-        from spatialgrid.db.engine import session_scope
+        from spatialgrid.db.engine import database_session
         from spatialgrid.db.plans_extra import (
             ever_used_grid_codes,
             load_plan,
             store_draft_plan,
         )
 
-        engine = _db(database_url)
-        try:
-            with session_scope(engine) as session:
-                pid = (
-                    plan_id
-                    if plan_id is not None
-                    else repository.active_plan_id(session=session)
+        with database_session(database_url) as session:
+            pid = (
+                plan_id
+                if plan_id is not None
+                else repository.active_plan_id(session=session)
+            )
+            grids, assignments = load_plan(pid, session=session)
+            city = repository.load_city(session=session)
+            with progress_bar() as progress:
+                result = rebalance_plan(
+                    city.blocks,
+                    grids,
+                    assignments,
+                    buildings=city.buildings if len(city.buildings) else None,
+                    used_codes=ever_used_grid_codes(session=session),
+                    progress=progress,
+                    **options,
                 )
-                grids, assignments = load_plan(pid, session=session)
-                city = repository.load_city(session=session)
-                with progress_bar() as progress:
-                    result = rebalance_plan(
-                        city.blocks,
-                        grids,
-                        assignments,
-                        buildings=city.buildings if len(city.buildings) else None,
-                        used_codes=ever_used_grid_codes(session=session),
-                        progress=progress,
-                        **options,
-                    )
-                new_id = store_draft_plan(
-                    result.grids,
-                    result.assignments,
-                    session=session,
-                    name=name,
-                    parameters={"rebalanced_from": pid, **options},
-                    metrics=result.summary,
-                )
-        finally:
-            engine.dispose()
+            new_id = store_draft_plan(
+                result.grids,
+                result.assignments,
+                session=session,
+                name=name,
+                parameters={"rebalanced_from": pid, **options},
+                metrics=result.summary,
+            )
         where = f"draft plan {new_id} (from plan {pid})"
     s = result.summary
     table = Table(title="Rebalance")
@@ -314,18 +304,14 @@ def diff(
             building_frame = _read(buildings, "--buildings")
     elif old_id is not None and new_id is not None:
         from spatialgrid.db import repository
-        from spatialgrid.db.engine import session_scope
+        from spatialgrid.db.engine import database_session
         from spatialgrid.db.plans_extra import load_plan
 
-        engine = _db(database_url)
-        try:
-            with session_scope(engine) as session:
-                og, oa = load_plan(old_id, session=session)
-                ng, na = load_plan(new_id, session=session)
-                block_frame = repository.load_layer("blocks", session=session)
-                building_frame = repository.load_layer("buildings", session=session)
-        finally:
-            engine.dispose()
+        with database_session(database_url) as session:
+            og, oa = load_plan(old_id, session=session)
+            ng, na = load_plan(new_id, session=session)
+            block_frame = repository.load_layer("blocks", session=session)
+            building_frame = repository.load_layer("buildings", session=session)
     else:
         msg = "give --old and --new (files) or --old-id and --new-id (database)"
         raise fail(msg)
@@ -441,21 +427,17 @@ def validate_plan_command(
             )
     else:
         from spatialgrid.db import repository
-        from spatialgrid.db.engine import session_scope
+        from spatialgrid.db.engine import database_session
         from spatialgrid.db.plans_extra import load_plan
 
-        engine = _db(database_url)
-        try:
-            with session_scope(engine) as session:
-                pid = (
-                    plan_id
-                    if plan_id is not None
-                    else repository.active_plan_id(session=session)
-                )
-                grids, assignments = load_plan(pid, session=session)
-                block_frame = repository.load_layer("blocks", session=session)
-        finally:
-            engine.dispose()
+        with database_session(database_url) as session:
+            pid = (
+                plan_id
+                if plan_id is not None
+                else repository.active_plan_id(session=session)
+            )
+            grids, assignments = load_plan(pid, session=session)
+            block_frame = repository.load_layer("blocks", session=session)
         violations = validate_plan(block_frame, grids, assignments, **bounds)
     _violations_table(violations, "Plan violations")
     if out is not None:

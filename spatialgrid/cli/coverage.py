@@ -47,14 +47,10 @@ def load_plan_layers(*, session: Any, plan: int | None = None) -> dict[str, Any]
 
 
 def _load_db(plan: int | None, database_url: str | None) -> dict[str, Any]:
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
 
-    engine = make_engine(database_url)
-    try:
-        with session_scope(engine) as session:
-            return load_plan_layers(session=session, plan=plan)
-    finally:
-        engine.dispose()
+    with database_session(database_url) as session:
+        return load_plan_layers(session=session, plan=plan)
 
 
 def coverage(

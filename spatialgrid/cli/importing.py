@@ -98,15 +98,11 @@ def _finish(city: City, out: Path | None, database_url: str | None) -> None:
         write_city(city, out)
         where = str(out)
     else:
-        from spatialgrid.db.engine import make_engine, session_scope
+        from spatialgrid.db.engine import database_session
         from spatialgrid.db.repository import save_city
 
-        engine = make_engine(database_url)
-        try:
-            with progress_bar() as progress, session_scope(engine) as session:
-                save_city(city, session=session, replace=True, progress=progress)
-        finally:
-            engine.dispose()
+        with progress_bar() as progress, database_session(database_url) as session:
+            save_city(city, session=session, replace=True, progress=progress)
         where = "the database"
     for table in _summary_tables(city):
         console.print(table)

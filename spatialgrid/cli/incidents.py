@@ -441,14 +441,10 @@ def demo(
 
     Replaces earlier demo incidents (source 'demo'); other incidents stay.
     """
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
 
-    engine = make_engine()
-    try:
-        with session_scope(engine) as session:
-            summary = seed_demo_incidents(session, count=count, seed=seed, days=days)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        summary = seed_demo_incidents(session, count=count, seed=seed, days=days)
     console.print(
         f"stored {summary['incidents']:,} demo incidents on plan {summary['plan_id']}: "
         f"{summary['transitions']:,} transitions, {summary['open']:,} still open, "
@@ -476,23 +472,19 @@ def kpi(
 ) -> None:
     """Closure rate (结案率), on-time closure rate (按期结案率), overdue, rework, handling time."""
     from spatialgrid.db import incidents as inc_repo
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
     from spatialgrid.incidents import WorkingCalendar, load_categories
     from spatialgrid.kpi import LEVELS, compute_kpis, kpis_to_csv
 
     if by not in LEVELS:
         msg = f"--by {by!r} unknown; use one of {', '.join(LEVELS)}"
         raise typer.BadParameter(msg)
-    engine = make_engine()
-    try:
-        with session_scope(engine) as session:
-            summary = inc_repo.summarize_stored_incidents(
-                session=session,
-                categories=load_categories(),
-                calendar=WorkingCalendar() if working_hours else None,
-            )
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        summary = inc_repo.summarize_stored_incidents(
+            session=session,
+            categories=load_categories(),
+            calendar=WorkingCalendar() if working_hours else None,
+        )
     if len(summary) == 0:
         err_console.print("no incidents stored; try `spatialgrid incidents demo`")
         raise typer.Exit(1)

@@ -26,14 +26,10 @@ def create(
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     from spatialgrid.db import repository
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
 
-    engine = make_engine()
-    try:
-        with session_scope(engine) as session:
-            key = repository.create_api_key(session=session, role=role, name=name)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        key = repository.create_api_key(session=session, role=role, name=name)
     typer.echo(key)
     err_console.print(
         f"created a {role} key for {name!r}; store it now, it cannot be shown again"
@@ -44,14 +40,10 @@ def create(
 def list_keys() -> None:
     """List keys: id, name, role, created, revoked."""
     from spatialgrid.db import repository
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
 
-    engine = make_engine()
-    try:
-        with session_scope(engine) as session:
-            keys = repository.list_api_keys(session=session)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        keys = repository.list_api_keys(session=session)
     table = Table("id", "name", "role", "created", "revoked")
     for key in keys:
         table.add_row(
@@ -70,12 +62,8 @@ def revoke(
 ) -> None:
     """Revoke a key: requests with it are refused from now on."""
     from spatialgrid.db import repository
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
 
-    engine = make_engine()
-    try:
-        with session_scope(engine) as session:
-            repository.revoke_api_key(key_id, session=session)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        repository.revoke_api_key(key_id, session=session)
     console.print(f"revoked key {key_id}")

@@ -40,30 +40,20 @@ def _read_vector(path: Path, name: str, layer: str | None = None) -> gpd.GeoData
 
 
 def _db_grids(plan: int | None, at: datetime | None, database_url: str | None) -> Any:
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
     from spatialgrid.db.repository import active_plan_id, load_plan_grids
 
-    engine = make_engine(database_url)
-    try:
-        with session_scope(engine) as session:
-            plan_id = (
-                plan if plan is not None else active_plan_id(session=session, at=at)
-            )
-            return load_plan_grids(plan_id, session=session)
-    finally:
-        engine.dispose()
+    with database_session(database_url) as session:
+        plan_id = plan if plan is not None else active_plan_id(session=session, at=at)
+        return load_plan_grids(plan_id, session=session)
 
 
 def _db_layer(layer: str, database_url: str | None) -> Any:
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
     from spatialgrid.db.repository import load_layer
 
-    engine = make_engine(database_url)
-    try:
-        with session_scope(engine) as session:
-            return load_layer(layer, session=session)
-    finally:
-        engine.dispose()
+    with database_session(database_url) as session:
+        return load_layer(layer, session=session)
 
 
 def _grid_index(

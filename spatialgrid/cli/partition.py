@@ -86,42 +86,36 @@ def _run_db(
     options: dict[str, Any], *, database_url: str | None, activate: bool, name: str
 ) -> None:
     from spatialgrid.db import repository
-    from spatialgrid.db.engine import make_engine, session_scope
+    from spatialgrid.db.engine import database_session
     from spatialgrid.partition import partition_blocks
 
-    engine = make_engine(database_url)
-    try:
-        with session_scope(engine) as session:
-            city = repository.load_city(session=session)
-            streets = city.streets
-            internal = (
-                streets[streets["internal"].astype(bool)] if len(streets) else None
+    with database_session(database_url) as session:
+        city = repository.load_city(session=session)
+        streets = city.streets
+        internal = streets[streets["internal"].astype(bool)] if len(streets) else None
+        with progress_bar() as progress:
+            result = partition_blocks(
+                city.blocks,
+                buildings=city.buildings if len(city.buildings) else None,
+                internal_roads=internal
+                if internal is not None and len(internal)
+                else None,
+                progress=progress,
+                **options,
             )
-            with progress_bar() as progress:
-                result = partition_blocks(
-                    city.blocks,
-                    buildings=city.buildings if len(city.buildings) else None,
-                    internal_roads=internal
-                    if internal is not None and len(internal)
-                    else None,
-                    progress=progress,
-                    **options,
-                )
-            grids = result.grids.copy()
-            grids["flags"] = [[f] if f else [] for f in grids["flags"]]
-            plan_id = repository.create_plan(
-                grids,
-                result.assignments.reset_index(drop=True),
-                session=session,
-                name=name,
-                parameters=result.parameters,
-                diagnostics=result.diagnostics,
-                metrics=result.metrics,
-            )
-            if activate:
-                repository.activate_plan(plan_id, session=session)
-    finally:
-        engine.dispose()
+        grids = result.grids.copy()
+        grids["flags"] = [[f] if f else [] for f in grids["flags"]]
+        plan_id = repository.create_plan(
+            grids,
+            result.assignments.reset_index(drop=True),
+            session=session,
+            name=name,
+            parameters=result.parameters,
+            diagnostics=result.diagnostics,
+            metrics=result.metrics,
+        )
+        if activate:
+            repository.activate_plan(plan_id, session=session)
     _summary(result)
     state = "active" if activate else "draft"
     console.print(f"plan [bold]{plan_id}[/] stored ({state})")

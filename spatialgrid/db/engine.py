@@ -182,3 +182,19 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def database_session(url: str | None = None) -> Iterator[Session]:
+    """One short unit of work: an engine for ``url`` (default: the configured or
+    embedded database), a :func:`session_scope` on it, the engine disposed after.
+
+    For command-line commands and scripts that open the database once; a
+    long-lived service keeps its engine (:func:`make_engine`) instead.
+    """
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
