@@ -1,5 +1,7 @@
 """Block contiguity: which polygons touch along an edge, and how long that edge is.
 
+Also the one compactness measure every module reports (:func:`polsby_popper`).
+
 Rook contiguity (a shared edge of positive length), not queen (a shared corner): two
 grids that meet only at a street corner are not one piece. Shared-edge lengths feed
 the partition engine's cut-length objective and the sliver repair ("merge into the
@@ -10,7 +12,7 @@ Computed in planar metres; callers project first (see :func:`spatialgrid.crs.wor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -117,3 +119,12 @@ def pieces(units: Iterable[int], nbrs: Sequence[Iterable[int]]) -> list[set[int]
                     stack.append(v)
         out.append(piece)
     return out
+
+
+def polsby_popper(geoms: Any) -> np.ndarray:
+    """Compactness 4πA/P² of polygons in a projected CRS (1 for a circle, 0 for a
+    line or an empty geometry); one geometry or an array of them."""
+    arr = np.asarray(geoms, dtype=object)
+    area = shapely.area(arr)
+    perim = shapely.length(arr)
+    return np.where(perim > 0, 4 * np.pi * area / np.maximum(perim, 1e-12) ** 2, 0.0)

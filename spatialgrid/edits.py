@@ -18,7 +18,6 @@ detail), never raised: an invalid draft is still a draft a planner can fix.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ import geopandas as gpd
 import shapely
 from pyproj import CRS
 
-from spatialgrid.adjacency import pieces, shared_edges
+from spatialgrid.adjacency import pieces, polsby_popper, shared_edges
 from spatialgrid.crs import require_same_crs
 from spatialgrid.crs import working_crs as _working_crs
 from spatialgrid.errors import InputError
@@ -502,16 +501,7 @@ def build_grids(
         crs=blocks.crs,
     )
     proj = frame.geometry.to_crs(crs)
-    perim = proj.length.to_numpy()
-    frame.insert(
-        4,
-        "polsby_popper",
-        np.where(
-            perim > 0,
-            4 * math.pi * proj.area.to_numpy() / np.maximum(perim, 1e-9) ** 2,
-            0.0,
-        ),
-    )
+    frame.insert(4, "polsby_popper", polsby_popper(proj.values))
     return frame
 
 

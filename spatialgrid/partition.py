@@ -57,7 +57,7 @@ import geopandas as gpd
 import shapely
 from pyproj import CRS
 
-from spatialgrid.adjacency import shared_edges
+from spatialgrid.adjacency import polsby_popper, shared_edges
 from spatialgrid.codes import assign_grid_codes, check_community_code, sequence_digits
 from spatialgrid.crs import epsg_or_wkt, require_same_crs
 from spatialgrid.crs import working_crs as _working_crs
@@ -1593,7 +1593,7 @@ class _Collector:
             if flags:
                 n_viol += 1
             gm = grid_geoms[gi]
-            pp = _polsby_popper(gm)
+            pp = float(polsby_popper(gm))
             split_here = sorted(
                 self.ids[pos[b]] for b in divided if gi in part_grids.get(b, set())
             )
@@ -2001,10 +2001,3 @@ def _is_connected(piece: list[int], graph: _Graph) -> bool:
                 seen.add(v)
                 stack.append(v)
     return len(seen) == len(members)
-
-
-def _polsby_popper(geom: shapely.Geometry) -> float:
-    perim = float(geom.length)
-    if perim <= 0:
-        return 0.0
-    return float(4 * math.pi * geom.area / perim**2)

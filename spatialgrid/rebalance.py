@@ -68,7 +68,7 @@ import shapely
 from pyproj import CRS
 
 from spatialgrid.adjacency import pieces as unit_pieces
-from spatialgrid.adjacency import shared_edges
+from spatialgrid.adjacency import polsby_popper, shared_edges
 from spatialgrid.codes import check_community_code, sequence_digits
 from spatialgrid.crs import require_same_crs
 from spatialgrid.crs import working_crs as _working_crs
@@ -1290,16 +1290,7 @@ class _Engine:
                     trial = _copy(com)
                     if refine and not self.refine(trial, reg, keep_groups=False):
                         continue
-                    state = _search(
-                        trial,
-                        lo=self.lo,
-                        hi=self.hi,
-                        locked=self.locked | (all_grids - reg),
-                        beam_width=self.beam_width,
-                        max_moves=self.max_moves,
-                        touch_weight=self.touch_weight,
-                        tol=self.vf.tol,
-                    )
+                    state = self._search(trial, hold=all_grids - reg)
                     if state.viol > 0:
                         continue
                     trial.grid = list(state.grid)
@@ -1400,12 +1391,13 @@ class _Engine:
                 return best
         return best
 
-    def _search(self, com: _Community) -> _State:
+    def _search(self, com: _Community, *, hold: Iterable[str] = ()) -> _State:
+        """The move search with this engine's settings; ``hold`` grids stay put."""
         return _search(
             com,
             lo=self.lo,
             hi=self.hi,
-            locked=self.locked,
+            locked=self.locked | set(hold),
             beam_width=self.beam_width,
             max_moves=self.max_moves,
             touch_weight=self.touch_weight,
@@ -1612,7 +1604,7 @@ def rebalance_plan(
 
     # New households per assignment row.
     grids_geom = dict(zip(codes, grids.geometry.values, strict=True))
-    bld_index = _building_index(buildings) if buildings is not None else None
+    bld_index = None  # built on the first changed split block, if any
     row_hh = np.zeros(len(a_bid), dtype=np.int64)
     for b, rows in rows_of.items():
         total = bhh.get(b)
@@ -1631,6 +1623,8 @@ def rebalance_plan(
             ):
                 # Where in a split block did households come or go? Its
                 # buildings say, when they account for the block's households.
+                if bld_index is None:
+                    bld_index = _building_index(buildings)
                 w = _part_weights_from_buildings(
                     blocks.geometry.values[bpos[b]],
                     [grids_geom[str(a_code[r])] for r in rows],
@@ -2168,8 +2162,7 @@ def _assemble(
             parts.extend([in_geoms[bpos[b]]] if whole else [com.geom_in[u] for u in us])
         geom = _union_valid(parts)
         geom_w = shapely.union_all(np.asarray([com.geom_w[u] for _, u in members]))
-        per = float(geom_w.length)
-        pp = float(4 * math.pi * geom_w.area / per**2) if per > 0 else 0.0
+        pp = float(polsby_popper(geom_w))
         h = sum(com.hh[u] for _, u in members)
         contiguous = len(com.components({u for _, u in members})) == 1
         row = {

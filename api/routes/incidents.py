@@ -48,7 +48,7 @@ from api.deps import (
 )
 from api.errors import error_body
 from api.geojson import GEOJSON_MEDIA_TYPE, GeoJSONResponse, feature_collection
-from api.routes.layers import LimitQuery, OffsetQuery, _page_links
+from api.routes.layers import LimitQuery, OffsetQuery, page_links
 from api.schemas import ErrorPublic, ValidationErrorPublic
 from spatialgrid.coords import to_storage
 from spatialgrid.db import incidents as inc_repo
@@ -712,7 +712,7 @@ def list_incidents(
         frame["open311_status"] = pick["open311_status"].to_numpy()
         frame["expected_datetime"] = pick["expected_datetime"].to_numpy()
         frame["stage_label"] = frame["stage"].map(STAGE_LABELS_ZH)
-    links = _page_links(
+    links = page_links(
         request, offset=offset, limit=limit, returned=len(frame), matched=matched
     )
     body = feature_collection(

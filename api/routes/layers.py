@@ -127,9 +127,11 @@ OffsetQuery = Annotated[
 ]
 
 
-def _page_links(
+def page_links(
     request: Request, *, offset: int, limit: int, returned: int, matched: int
 ) -> list[Link]:
+    """OGC API self/next/prev links of one page (shared by every paged route)."""
+
     def href(new_offset: int) -> str:
         return str(request.url.include_query_params(limit=limit, offset=new_offset))
 
@@ -162,7 +164,7 @@ def _add_collection_route(layer: str) -> None:
             layer, session=session, bbox=box, limit=limit, offset=offset
         )
         matched = repository.count_layer(layer, session=session, bbox=box)
-        links = _page_links(
+        links = page_links(
             request, offset=offset, limit=limit, returned=len(frame), matched=matched
         )
         body = feature_collection(

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from api.deps import Permission, SessionDep, require_permission
 from api.geojson import GEOJSON_MEDIA_TYPE, GeoJSONResponse, feature_collection
 from api.jobs import PARTITION_JOB, JobQueueFullError, JobRunner, jobs_lifespan
-from api.routes.layers import BBoxQuery, LimitQuery, OffsetQuery
+from api.routes.layers import BBoxQuery, LimitQuery, OffsetQuery, page_links
 from api.schemas import ErrorPublic, Link, PagedFeatureCollection, ValidationErrorPublic
 from spatialgrid.db import jobs as job_repo
 from spatialgrid.db import repository
@@ -547,29 +547,13 @@ def list_plan_grids(
     matched = repository.count_plan_grids(
         pid, session=session, bbox=box, community=community
     )
-    links = _page_links(
+    links = page_links(
         request, offset=offset, limit=limit, returned=len(page), matched=matched
     )
     body = feature_collection(
         page, id_col="grid_code", number_matched=matched, links=links
     )
     return GeoJSONResponse(body)
-
-
-def _page_links(
-    request: Request, *, offset: int, limit: int, returned: int, matched: int
-) -> list[Link]:
-    def href(new_offset: int) -> str:
-        return str(request.url.include_query_params(limit=limit, offset=new_offset))
-
-    links = [Link(href=href(offset), rel="self", title="this page")]
-    if offset + returned < matched:
-        links.append(Link(href=href(offset + limit), rel="next", title="next page"))
-    if offset > 0:
-        links.append(
-            Link(href=href(max(offset - limit, 0)), rel="prev", title="previous page")
-        )
-    return links
 
 
 @router.get(
