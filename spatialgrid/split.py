@@ -313,13 +313,7 @@ def _split_by_buildings(
     n = len(footprints)
     points = shapely.point_on_surface(footprints)
     # Items: buildings, or all buildings of one compound group together.
-    item_of = np.empty(n, dtype=np.int64)
-    item_keys: dict[object, int] = {}
-    for b in range(n):
-        g = groups[b]
-        key = ("b", b) if g is None or (isinstance(g, float) and math.isnan(g)) else g
-        item_of[b] = item_keys.setdefault(key, len(item_keys))
-    n_items = len(item_keys)
+    item_of, n_items = _items(groups)
     if n_items < 2:
         return [(block, np.arange(n))]
     ax, ay = _long_axis(block)
