@@ -199,8 +199,10 @@ def validate_plan(
     pandas.DataFrame
         Columns :data:`VIOLATION_COLUMNS`; ``kind`` is one of ``below_min``,
         ``above_max``, ``not_contiguous``, ``nesting``, ``gap``, ``overlap``,
-        ``unknown_block``, ``unknown_grid``, ``empty_grid``. Empty when the plan
-        obeys every rule.
+        ``unknown_block``, ``unknown_grid``, ``empty_grid``,
+        ``invalid_geometry`` (a self-intersecting or otherwise invalid grid
+        polygon as given, with GEOS's reason; overlaps are measured on
+        repaired copies). Empty when the plan obeys every rule.
 
     Raises
     ------
@@ -382,12 +384,30 @@ def validate_plan(
         gsel = np.isin(codes, sorted(check))
         gp = gpd.GeoSeries(grids.geometry.values[gsel], crs=grids.crs).to_crs(crs)
         gcodes = codes[gsel]
-        tree = shapely.STRtree(gp.values)
-        left, right = tree.query(gp.values, predicate="intersects")
+        gg = np.asarray(gp.values, dtype=object)
+        # Validity as given (reprojection alone may fold a hairline); overlaps
+        # are measured on repaired copies either way.
+        given = np.asarray(grids.geometry.values[gsel], dtype=object)
+        present = ~shapely.is_missing(given)
+        for i in np.flatnonzero(present & ~shapely.is_valid(given)):
+            reason = shapely.is_valid_reason(given[i])
+            out.append(
+                _violation(
+                    "invalid_geometry",
+                    grids=[gcodes[i]],
+                    detail=f"grid polygon is invalid: {reason}",
+                )
+            )
+        fold = np.flatnonzero(~shapely.is_missing(gg) & ~shapely.is_valid(gg))
+        if len(fold):
+            gg = gg.copy()
+            gg[fold] = shapely.make_valid(gg[fold])
+        tree = shapely.STRtree(gg)
+        left, right = tree.query(gg, predicate="intersects")
         for i, j in zip(left, right, strict=True):
             if i >= j:
                 continue
-            area = float(shapely.intersection(gp.values[i], gp.values[j]).area)
+            area = float(shapely.intersection(gg[i], gg[j]).area)
             if area > overlap_tolerance_m2:
                 out.append(
                     _violation(

@@ -11,6 +11,8 @@ What does not fit is reported, not silently fixed:
 - **gap**: a block is covered by no polygon for at least ``min_cover`` of its area;
 - **overlap**: two drawn polygons overlap (duplicated coverage);
 - **empty_grid**: a drawn polygon holds no block;
+- **invalid_geometry**: a drawn polygon is not a valid polygon (self-intersection,
+  with GEOS's reason); it is matched as :func:`shapely.make_valid` repairs it;
 - plus everything :func:`spatialgrid.edits.validate_plan` finds on the matched
   plan (bounds, contiguity, nesting).
 
@@ -165,7 +167,16 @@ def match_drawn_plan(
         raise InputError(msg)
     crs = _working_crs(blocks, working_crs)
     d = drawn.reset_index(drop=True).to_crs(blocks.crs)
-    d_w = d.geometry.to_crs(crs).values
+    # A self-intersecting drawing (a bow tie, a ring traced twice) is reported
+    # and measured as GEOS repairs it.
+    given = np.asarray(d.geometry.values, dtype=object)
+    invalid = np.flatnonzero(~shapely.is_missing(given) & ~shapely.is_valid(given))
+    reasons = {int(p): shapely.is_valid_reason(given[p]) for p in invalid}
+    d_w = np.asarray(d.geometry.to_crs(crs).values, dtype=object)
+    fold = np.flatnonzero(~shapely.is_missing(d_w) & ~shapely.is_valid(d_w))
+    if len(fold):
+        d_w = d_w.copy()
+        d_w[fold] = shapely.make_valid(d_w[fold])
     b_w = blocks.geometry.to_crs(crs).values
     ids = blocks[id_col].astype(str).to_numpy()
     comm = blocks[community_col].astype(str).to_numpy()
@@ -306,6 +317,17 @@ def match_drawn_plan(
                     if assigned[b]
                     else f"a drawn boundary cuts block {ids[b]}"
                 ),
+            }
+        )
+    for p, reason in reasons.items():
+        extra.append(
+            {
+                "kind": "invalid_geometry",
+                "grid_codes": codes.get(p, drawn_ids[p]),
+                "block_ids": "",
+                "households": None,
+                "detail": f"the drawn polygon is invalid ({reason}); matched as "
+                "repaired",
             }
         )
     for p in range(len(d)):

@@ -105,6 +105,28 @@ def test_split_with_explicit_blocks_and_gap_overlap_detection():
     assert gap["households"] == 100
 
 
+def test_invalid_grid_polygon_is_reported_not_raised():
+    """A self-intersecting grid polygon (a bow tie drawn by hand) is a
+    violation with GEOS's reason; the overlap check still runs."""
+    import shapely
+
+    blocks, grids, assign = square_plan()
+    grids = grids.copy()
+    g = f"{COMM}01"
+    x0, y0, x1, y1 = grids.loc[grids["grid_code"] == g].geometry.iloc[0].bounds
+    bow = shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)])
+    grids.loc[grids["grid_code"] == g, "geometry"] = bow
+    v = validate_plan(blocks, grids, assign)
+    bad = v[v["kind"] == "invalid_geometry"]
+    assert bad["grid_codes"].tolist() == [g]
+    assert "Self-intersection" in bad.iloc[0]["detail"]
+    assert (v["kind"] != "invalid_geometry").sum() == len(
+        validate_plan(
+            blocks, grids.assign(geometry=grids.geometry.make_valid()), assign
+        )
+    )
+
+
 def test_nesting_violation():
     blocks, grids, assign = square_plan()
     blocks = blocks.copy()

@@ -82,3 +82,19 @@ def test_bad_inputs(tmp_path):
     gpd.GeoDataFrame(geometry=[shapely.Point(1, 1)], crs=4326).to_file(points)
     with pytest.raises(EmptyInputError, match="no polygons"):
         read_drawn_plan(points)
+
+
+def test_self_intersecting_drawing_is_reported_not_raised():
+    """A bow tie drawn by hand: an invalid_geometry violation with GEOS's
+    reason, matched as repaired, instead of a GEOS TopologyException."""
+    blocks, grids, _assign = square_plan()
+    drawn = _drawn(grids, crs=grids.crs)
+    x0, y0, x1, y1 = drawn.geometry.iloc[0].bounds
+    drawn.loc[0, "geometry"] = shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)])
+    res = match_drawn_plan(drawn, blocks)
+    bad = res.violations[res.violations["kind"] == "invalid_geometry"]
+    assert len(bad) == 1
+    assert "Self-intersection" in bad.iloc[0]["detail"]
+    assert res.grids.geometry.is_valid.all()
+    # The bow tie's two triangles still cover its blocks' larger halves.
+    assert res.summary["blocks_matched"] == len(blocks)
