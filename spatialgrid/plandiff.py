@@ -36,6 +36,7 @@ __all__ = [
     "PlanDiff",
     "block_flows",
     "block_shares",
+    "diff_block_ids",
     "diff_plans",
     "match_grid_codes",
 ]
@@ -99,6 +100,26 @@ def block_shares(
         d = out.setdefault(b, {})
         d[c] = d.get(c, 0) + int(h)
     return out
+
+
+def diff_block_ids(
+    old_assignments: pd.DataFrame,
+    new_assignments: pd.DataFrame,
+    *,
+    households_col: str = "households",
+) -> tuple[list[str], list[str]]:
+    """The blocks :func:`diff_plans` needs, so a caller can load only those.
+
+    Returns (blocks in both plans that are shared differently or split in
+    either — the only ones the diff can draw as moved; blocks split in either
+    plan — the only ones whose buildings it counts), each sorted.
+    """
+    old = block_shares(old_assignments, households_col=households_col)
+    new = block_shares(new_assignments, households_col=households_col)
+    both = set(old) & set(new)
+    split = {b for b in both if len(old[b]) > 1 or len(new[b]) > 1}
+    differ = {b for b in both if old[b] != new[b]}
+    return sorted(differ | split), sorted(split)
 
 
 def block_flows(

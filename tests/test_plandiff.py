@@ -7,7 +7,7 @@ import pytest
 
 from spatialgrid.edits import apply_edits
 from spatialgrid.errors import MissingColumnError
-from spatialgrid.plandiff import diff_plans, match_grid_codes
+from spatialgrid.plandiff import diff_block_ids, diff_plans, match_grid_codes
 from spatialgrid.rebalance import apply_household_changes, rebalance_plan
 from tests.test_rebalance import COMM, square_plan
 
@@ -129,3 +129,36 @@ def test_buildings_see_a_split_block_cut_along_another_line():
     partial = buildings.iloc[:2]
     d = diff_plans(old, assign, new, assign, buildings=partial)
     assert d.summary["households_moved"] == 0
+
+
+def test_diff_block_ids_name_every_block_the_diff_uses():
+    """Loading only the blocks diff_block_ids names (and the buildings of its
+    split blocks) gives the same diff as loading them all."""
+    blocks, grids, assign = square_plan()
+    res = apply_edits(
+        blocks, grids, assign, [{"op": "move", "blocks": ["B0_1"], "to": f"{COMM}02"}]
+    )
+    # One block split in both plans, its shares unchanged.
+    split_rows = pd.DataFrame(
+        {
+            "block_id": ["B1_3", "B1_3"],
+            "grid_code": [f"{COMM}03", f"{COMM}04"],
+            "households": [40, 60],
+        }
+    )
+    old_a = pd.concat([assign[assign["block_id"] != "B1_3"], split_rows])
+    new_a = pd.concat(
+        [res.assignments[res.assignments["block_id"] != "B1_3"], split_rows]
+    )
+    drawn, split = diff_block_ids(old_a, new_a)
+    assert split == ["B1_3"]
+    assert drawn == ["B0_1", "B1_3"]
+    full = diff_plans(grids, old_a, res.grids, new_a, blocks=blocks)
+    part = diff_plans(
+        grids, old_a, res.grids, new_a, blocks=blocks[blocks["block_id"].isin(drawn)]
+    )
+    assert full.summary == part.summary
+    assert full.layer.drop(columns="geometry").equals(
+        part.layer.drop(columns="geometry")
+    )
+    assert diff_block_ids(assign, assign) == ([], [])

@@ -359,7 +359,7 @@ def plan_diff(
     The map layer holds the newer plan's grids, the removed grids and the moved
     blocks (`kind`), coordinates in EPSG:4490.
     """
-    from spatialgrid.plandiff import diff_plans, match_grid_codes
+    from spatialgrid.plandiff import diff_block_ids, diff_plans, match_grid_codes
 
     og, oa = load_plan(plan_id, session=session)
     ng, na = load_plan(other_id, session=session)
@@ -367,8 +367,15 @@ def plan_diff(
         mapping = match_grid_codes(oa, na)
         na = na.assign(grid_code=na["grid_code"].astype(str).map(mapping))
         ng = ng.assign(grid_code=ng["grid_code"].astype(str).map(mapping))
-    blocks = repository.load_layer("blocks", session=session)
-    buildings = repository.load_layer("buildings", session=session)
+    # Only the blocks the diff can draw and the buildings of split blocks,
+    # filtered in the database.
+    drawn, split = diff_block_ids(oa, na)
+    blocks = repository.load_layer(
+        "blocks", session=session, equals={"block_id": drawn}
+    )
+    buildings = repository.load_layer(
+        "buildings", session=session, equals={"block_id": split}
+    )
     result = diff_plans(
         og, oa, ng, na, blocks=blocks, buildings=buildings if len(buildings) else None
     )

@@ -292,12 +292,23 @@ def diff(
     database_url: Annotated[str | None, typer.Option("--database-url")] = None,
 ) -> None:
     """Compare two plans: grids added/removed/changed, households and blocks moved."""
-    from spatialgrid.plandiff import diff_plans, match_grid_codes
+    from spatialgrid.plandiff import diff_block_ids, diff_plans, match_grid_codes
+
+    def matched(
+        oa: pd.DataFrame, ng: gpd.GeoDataFrame, na: pd.DataFrame
+    ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+        if not match:
+            return ng, na
+        mapping = match_grid_codes(oa, na)
+        return (
+            ng.assign(grid_code=ng["grid_code"].astype(str).map(mapping)),
+            na.assign(grid_code=na["grid_code"].astype(str).map(mapping)),
+        )
 
     block_frame = building_frame = None
     if old is not None and new is not None:
         og, oa = _read_plan(old, "--old")
-        ng, na = _read_plan(new, "--new")
+        ng, na = matched(oa, *_read_plan(new, "--new"))
         if blocks is not None:
             block_frame = _read(blocks, "--blocks")
         if buildings is not None:
@@ -309,16 +320,18 @@ def diff(
 
         with database_session(database_url) as session:
             og, oa = load_plan(old_id, session=session)
-            ng, na = load_plan(new_id, session=session)
-            block_frame = repository.load_layer("blocks", session=session)
-            building_frame = repository.load_layer("buildings", session=session)
+            ng, na = matched(oa, *load_plan(new_id, session=session))
+            # Only the blocks the diff can draw, buildings of split blocks.
+            drawn, split = diff_block_ids(oa, na)
+            block_frame = repository.load_layer(
+                "blocks", session=session, equals={"block_id": drawn}
+            )
+            building_frame = repository.load_layer(
+                "buildings", session=session, equals={"block_id": split}
+            )
     else:
         msg = "give --old and --new (files) or --old-id and --new-id (database)"
         raise fail(msg)
-    if match:
-        mapping = match_grid_codes(oa, na)
-        na = na.assign(grid_code=na["grid_code"].astype(str).map(mapping))
-        ng = ng.assign(grid_code=ng["grid_code"].astype(str).map(mapping))
     if block_frame is not None:
         block_frame = block_frame.to_crs(og.crs)
     if building_frame is not None:

@@ -555,7 +555,9 @@ def load_layer(
         Paging, in insertion order.
     equals
         ``{column: value}``: only features whose stored column equals the value
-        (filtered in the database), e.g. ``{"community_code": "421002001001"}``.
+        (filtered in the database), e.g. ``{"community_code": "421002001001"}``;
+        a list, tuple or set of values matches any of them (an empty one
+        matches nothing).
 
     Returns
     -------
@@ -582,8 +584,12 @@ def load_layer(
     if bbox is not None:
         stmt = stmt.where(_bbox_filter(table, bbox))
     for col, value in (equals or {}).items():
-        if isinstance(value, str) and "\x00" in value:
-            stmt = stmt.where(false())  # PostgreSQL text never holds NUL
+        if isinstance(value, (list, tuple, set, frozenset)):
+            # PostgreSQL text never holds NUL: such a value matches nothing.
+            values = [v for v in value if not (isinstance(v, str) and "\x00" in v)]
+            stmt = stmt.where(table.c[col].in_(values) if values else false())
+        elif isinstance(value, str) and "\x00" in value:
+            stmt = stmt.where(false())
         else:
             stmt = stmt.where(table.c[col] == value)
     if offset:

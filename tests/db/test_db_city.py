@@ -131,6 +131,13 @@ def test_load_layer_bbox_limit_offset(db_session, small_city):
         "blocks", session=db_session, equals={"block_id": "B\x00"}
     )
     assert nul.empty  # PostgreSQL refuses NUL in text: nothing can match
+    some = repository.load_layer(
+        "blocks", session=db_session, equals={"block_id": ["B1_1", "B0_0", "Z", "\x00"]}
+    )
+    assert sorted(some["block_id"]) == ["B0_0", "B1_1"]
+    empty = repository.load_layer("blocks", session=db_session, equals={"block_id": []})
+    assert empty.empty
+    assert empty.crs.to_epsg() == 4490
     with pytest.raises(InputError, match="cannot be filtered on 'nope'"):
         repository.load_layer("blocks", session=db_session, equals={"nope": 1})
 
