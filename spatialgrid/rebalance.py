@@ -1346,8 +1346,6 @@ class _Engine:
         """Try regions tier by tier: the violating grids, plus one neighbour, plus
         all neighbours, then ring by ring; the first tier with a plan within bounds
         wins (its cheapest region), within ``time_budget_s``."""
-        from scipy.optimize import linear_sum_assignment  # noqa: F401  (warm, once)
-
         t0 = time.perf_counter()
         unlocked = {g for g in com.members() if g not in self.locked}
         core = self.violating(com)
@@ -1710,6 +1708,11 @@ def rebalance_plan(
     comm_rows: list[dict[str, Any]] = []
     report(progress, "rebalance", 0, len(work))
     if work:
+        # Load the solvers before any community's clock starts: the first
+        # import of OR-Tools alone takes most of a second.
+        from ortools.sat.python import cp_model  # noqa: F401
+        from scipy.optimize import linear_sum_assignment  # noqa: F401
+
         mask = np.isin(blocks[community_col].astype(str).to_numpy(), work)
         sub_blocks = blocks[mask]
         if buildings is not None and len(sub_blocks):
