@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/redraw.py                 # 20 changes, seed 0
     .venv/bin/python bench/redraw.py --changes 5 --seed 3
     .venv/bin/python bench/redraw.py --floor         # also a proven lower bound
+    .venv/bin/python bench/redraw.py --exhaustive 30 # also the slow exact mode
     .venv/bin/python bench/redraw.py --full-check    # also re-partition the whole city once
 
 On the generated city (``generate_city(n_communities=92)``, ~292k households) the
@@ -261,6 +262,14 @@ def main() -> None:
         help="also prove a lower bound on the residents any repair must move",
     )
     parser.add_argument(
+        "--exhaustive",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also rebalance each change with exhaustive_seconds=SECONDS (the "
+        "whole community solved exactly) and print what it moves",
+    )
+    parser.add_argument(
         "--dump", type=Path, default=None, help="pickle each change's input here"
     )
     args = parser.parse_args()
@@ -316,18 +325,38 @@ def main() -> None:
             args.dump.mkdir(parents=True, exist_ok=True)
             state = (blocks, buildings, grids, assign, used, comm, b, delta)
             (args.dump / f"change{i + 1:02d}.pkl").write_bytes(pickle.dumps(state))
-        t0 = time.perf_counter()
-        rb = rebalance_plan(
-            blocks,
-            grids,
-            assign,
+
+        def rebalance(
+            exhaustive: float,
+            blocks=blocks,
             buildings=buildings,
-            used_codes=used,
-            touch_weight=args.touch_weight,
-            beam_width=args.beam_width,
-        )
-        secs = time.perf_counter() - t0
+            grids=grids,
+            assign=assign,
+            used=used,
+        ):
+            t = time.perf_counter()
+            out = rebalance_plan(
+                blocks,
+                grids,
+                assign,
+                buildings=buildings,
+                used_codes=used,
+                touch_weight=args.touch_weight,
+                beam_width=args.beam_width,
+                exhaustive_seconds=exhaustive,
+            )
+            return out, time.perf_counter() - t
+
+        rb, secs = rebalance(0.0)
         old_c = grids[grids["community_code"] == comm]
+        ex_moved = ex_touched = 0
+        ex_secs = 0.0
+        if args.exhaustive > 0:
+            ex, ex_secs = rebalance(args.exhaustive)
+            ex_moved = _moved(
+                comm_bld, old_c, ex.grids[ex.grids["community_code"] == comm]
+            )[0]
+            ex_touched = ex.summary["n_grids_touched"]
         old_a = assign[assign["community_code"] == comm]
         rb_existing, rb_all = _moved(
             comm_bld, old_c, rb.grids[rb.grids["community_code"] == comm]
@@ -357,6 +386,8 @@ def main() -> None:
             "grid_hh": hh_before,
             "out_of_bounds": out_hh,
             "floor": floor,
+            "ex_moved": ex_moved,
+            "ex_touched": ex_touched,
             "rb_moved": rb_existing,
             "rb_moved_all": rb_all,
             "rb_engine_existing": rb.summary["existing_households_moved"],
@@ -378,6 +409,11 @@ def main() -> None:
             f"{row['full_moved_all']:>5} {full_touched:>7} {row['full_viol']:>4}  "
             f"{row['method']}"
             + (f"  floor {floor}{'' if _proven else '+'}" if args.floor else "")
+            + (
+                f"  exhaustive {ex_moved}/{ex_touched} {ex_secs:.0f}s"
+                if args.exhaustive > 0
+                else ""
+            )
         )
         grids, assign = rb.grids, rb.assignments
         used |= set(grids["grid_code"])
@@ -426,6 +462,17 @@ def main() -> None:
             f"{med_floor / med['full_moved']:.3f} of the full re-partition; "
             f"rebalance at the floor in "
             f"{sum(1 for r in rows if r['rb_moved'] <= r['floor'])}/{len(rows)} changes"
+        )
+    if args.exhaustive > 0:
+        med_ex = statistics.median(r["ex_moved"] for r in rows)
+        med_ext = statistics.median(r["ex_touched"] for r in rows)
+        print(
+            f"exhaustive rebalance ({args.exhaustive:g} s per community): median "
+            f"moved {med_ex} = {med_ex / med['full_moved']:.3f} of the full "
+            f"re-partition, median grids touched {med_ext}; the fast rebalance "
+            f"moves no more in "
+            f"{sum(1 for r in rows if r['rb_moved'] <= r['ex_moved'])}/{len(rows)} "
+            f"changes"
         )
     print(f"slowest rebalance: {worst:.2f} s (target <= 2 s)")
     print(

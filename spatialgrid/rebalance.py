@@ -24,7 +24,10 @@ and removed blocks), :func:`rebalance_plan`:
    - the *least-change assignment* of the violating grids and their neighbours,
      ring by ring up to three rings, solved exactly with OR-Tools CP-SAT
      (:mod:`spatialgrid.minmove`): every grid contiguous and within the bounds,
-     grids may empty, one new grid may open;
+     grids may empty, one new grid may open; costs count against the plan
+     before the change (a piece handed to a neighbour in step 2 may go back
+     for free); the region that worked is tried again cut into single
+     buildings;
    - *small regions* (the violating grids with one or two neighbours) repaired
      by a beam search over moves of boundary units;
    - a *new grid carved out* of a grid above max (alone, or with up to three
@@ -41,7 +44,9 @@ and removed blocks), :func:`rebalance_plan`:
    they overlap most (Hungarian matching on shared households).
 
 Each community's repair keeps to a time budget (about 1.7 s at most on the
-generated city). A block alone above max that cannot be split (no buildings) keeps
+generated city). With ``exhaustive_seconds`` a planner who can wait also gets
+the exact least-change plan of each changed community as a whole (building parts,
+then single buildings, any unit to any grid), competing with the fast repairs. A block alone above max that cannot be split (no buildings) keeps
 its surplus as an unavoidable, flagged violation instead of churning its
 neighbours. By default a grid that broke the bounds before the change keeps its
 old flaw as a tolerance in its own direction (``repair_all`` repairs those too).
@@ -58,6 +63,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as _dc_replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -668,6 +674,7 @@ class _Engine:
     code_scheme: str
     max_single: int = 4
     time_budget_s: float = 1.0
+    exhaustive_s: float = 0.0  # > 0: also solve the whole community exactly
     deadline: float = math.inf  # perf_counter() by which a community should be done
     vf: _Violation = field(default_factory=lambda: _Violation(0, 0, {}))
 
@@ -906,8 +913,12 @@ class _Engine:
         # Every way that reaches the bounds competes on households moved and
         # grids touched: the exact least-change search, small regions of
         # moves, a new grid carved out, the move search over the community.
+        whole = self._whole_exact(com)
+        # The fast searches keep their own budget after an exhaustive search.
+        self.deadline = time.perf_counter() + 1.7 * self.time_budget_s
         cands: list[tuple[tuple[int, int], _Community, str, str]] = []
         for found, name, text in (
+            (whole, "exhaustive", "least-change repair of"),
             (self._exact_search(com), "exact", "least-change repair within"),
             (self._small_region_search(com), "moves", "repaired within"),
             (self._carve_search(com), "carve", "new grid carved out of"),
@@ -1039,6 +1050,8 @@ class _Engine:
         emptied and, when one is above max, one new grid may open. Each unit
         granularity is tried, the cheapest plan wins; when none reaches the
         bounds, the region grows by the next ring of neighbours (``rings``).
+        The region that worked is then tried once more cut into single
+        buildings.
         """
         core = self.violating(com)
         if not core:
@@ -1056,11 +1069,72 @@ class _Engine:
                 best = found
             if best is not None and best[0][0] == 0:
                 break
+        if best is None or best[0][0] > 0:
+            return best
+        # Single buildings, compounds split, in the region that worked: a finer
+        # cut often moves less (with the time that is left).
+        found = _dc_replace(self, part_households=1)._exact_in(
+            com, core, region, deadline, granularities=((True, False),)
+        )
+        if found is not None and found[0] < best[0]:
+            best = found
+        return best
+
+    def _whole_exact(
+        self, com: _Community
+    ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
+        """The exact least-change plan of the whole community (exhaustive mode).
+
+        Every unlocked grid is in the region, every unit split into building
+        parts and then into single buildings (compounds too), a unit may join
+        any grid, and CP-SAT gets ``exhaustive_s`` seconds in all: the best plan this unit model allows,
+        for planners who can wait (and the reference the fast repairs are
+        measured against). None when off or when nothing was found in time.
+        """
+        if self.exhaustive_s <= 0:
+            return None
+        core = self.violating(com)
+        if not core:
+            return None
+        region = {g for g in com.members() if g not in self.locked}
+        end = time.perf_counter() + self.exhaustive_s
+        best = None
+        # The usual building parts first (smaller model, solved sooner), then
+        # single buildings with the time that is left.
+        for engine in (self, _dc_replace(self, part_households=1)):
+            left = end - time.perf_counter()
+            found = engine._exact_in(
+                com,
+                core,
+                region,
+                end,
+                granularities=((True, False),),
+                reach=com.n,
+                per_call=left if engine is not self else left / 2,
+            )
+            if found is not None and (best is None or found[0] < best[0]):
+                best = found
         return best
 
     def _exact_in(
-        self, com: _Community, core: set[str], region: set[str], deadline: float
+        self,
+        com: _Community,
+        core: set[str],
+        region: set[str],
+        deadline: float,
+        *,
+        granularities: tuple[tuple[bool, bool], ...] = (
+            (False, True),
+            (True, True),
+            (True, False),
+        ),
+        reach: int = 2,
+        per_call: float | None = None,
     ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
+        """Exact repair of ``region``: per unit granularity (refined, compounds
+        kept whole) in ``granularities``, units joining grids up to ``reach``
+        steps away, each solve within ``per_call`` seconds (default a quarter
+        of the time budget) and ``deadline``; the cheapest plan or None."""
         from spatialgrid.minmove import min_move_assignment
 
         hh0 = com.grid_hh()
@@ -1073,7 +1147,8 @@ class _Engine:
             lo_g.append(self.lo + t if t < 0 else self.lo)
             hi_g.append(self.hi + t if t > 0 else self.hi)
         best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
-        for refined, keep in ((False, True), (True, True), (True, False)):
+        per = 0.25 * self.time_budget_s if per_call is None else per_call
+        for refined, keep in granularities:
             left = deadline - time.perf_counter()
             if left <= 0.02:
                 break
@@ -1082,10 +1157,17 @@ class _Engine:
                 continue
             units = [u for u in range(trial.n) if trial.grid[u] in region]
             local = {u: k for k, u in enumerate(units)}
+            # Costs against the plan before the change: a piece that the loose
+            # placement handed to a neighbour may go back for free. A unit new
+            # to the plan, or from a grid outside the region, moves anyway.
+            home = [trial.orig[u] in gi for u in units]
             res = min_move_assignment(
                 [trial.hh[u] for u in units],
-                [trial.stay[u] if trial.orig[u] is not None else 0 for u in units],
-                [gi[trial.grid[u]] for u in units],
+                [trial.stay[u] if h else 0 for u, h in zip(units, home, strict=True)],
+                [
+                    gi[trial.orig[u] if h else trial.grid[u]]
+                    for u, h in zip(units, home, strict=True)
+                ],
                 [{local[v] for v in trial.nbrs[u] if v in local} for u in units],
                 lo_g,
                 hi_g,
@@ -1094,7 +1176,9 @@ class _Engine:
                 new_lo=self.lo,
                 new_hi=self.hi,
                 touch_weight=self.touch_weight,
-                time_limit=min(0.25 * self.time_budget_s, left),
+                reach=reach,
+                time_limit=min(per, left),
+                max_rounds=200 if per_call is not None else 30,
                 stop_if_outside=True,
             )
             if res is None:
@@ -1476,6 +1560,7 @@ def rebalance_plan(
     beam_width: int = 12,
     max_moves: int = 12,
     touch_weight: int = 100,
+    exhaustive_seconds: float = 0.0,
     progress: ProgressCallback | None = None,
 ) -> RebalanceResult:
     """Repair a plan after the data changed, moving as few households as possible.
@@ -1531,6 +1616,12 @@ def rebalance_plan(
     touch_weight
         Households a touched grid is worth in the search's cost (moving fewer
         households vs. touching fewer grids).
+    exhaustive_seconds
+        Above 0: also solve each changed community whole and exactly — every
+        unit split into single buildings, a unit may join any grid — for up to
+        this many seconds per community, and let that plan compete with the
+        fast repairs (which keep their ~2 s). For planners who can wait; the
+        default 0 keeps the interactive speed.
     progress
         Called as ``progress("rebalance", done, total)`` per changed community.
 
@@ -1556,6 +1647,9 @@ def rebalance_plan(
     lo, hi = int(min_households), int(max_households)
     if not 0 < lo <= hi:
         msg = f"min_households={lo} and max_households={hi} need 0 < min <= max"
+        raise InputError(msg)
+    if not (math.isfinite(exhaustive_seconds) and exhaustive_seconds >= 0):
+        msg = f"exhaustive_seconds={exhaustive_seconds} must be a number >= 0"
         raise InputError(msg)
     require_columns(blocks, (id_col, households_col, community_col), "blocks")
     require_columns(grids, ("grid_code",), "grids")
@@ -1702,6 +1796,7 @@ def rebalance_plan(
         seed=int(seed),
         code_scheme=code_scheme,
         vf=vf,
+        exhaustive_s=float(exhaustive_seconds),
     )
     grid_geom_in = dict(zip(codes, grids.geometry.values, strict=True))
     results: dict[str, _Community] = {}

@@ -182,8 +182,9 @@ def test_new_and_removed_blocks():
     assert validate_plan(current, res.grids, res.assignments).empty
 
 
-def test_split_blocks_move_by_buildings():
-    """Lumpy grids (one 450-household block each) rebalance by building parts."""
+def _lumpy_plan():
+    """Three grids of one block each (450, 450, 420 households); ten buildings
+    of 45 households per block in two rows of five."""
     blocks = testing.box_lattice(3, 1, households=[450, 450, 420], community_code=COMM)
     assign = pd.DataFrame(
         {
@@ -194,7 +195,6 @@ def test_split_blocks_move_by_buildings():
         }
     )
     grids = build_grids(blocks, assign)
-    # Ten buildings per block in two rows of five.
     rows = []
     for b, geom in zip(blocks["block_id"], blocks.geometry, strict=True):
         x0, y0, _, _ = geom.bounds
@@ -214,6 +214,12 @@ def test_split_blocks_move_by_buildings():
         geometry=[r[2] for r in rows],
         crs=blocks.crs,
     )
+    return blocks, grids, assign, buildings
+
+
+def test_split_blocks_move_by_buildings():
+    """Lumpy grids (one 450-household block each) rebalance by building parts."""
+    blocks, grids, assign, buildings = _lumpy_plan()
     changed = apply_household_changes(blocks, {"B0_1": 80})  # middle grid 530
     res = rebalance_plan(changed, grids, assign, buildings=buildings)
     assert res.ok, res.grids[["grid_code", "households"]]
@@ -460,3 +466,26 @@ def test_cli_database_mode(scratch_db_url):
     assert "household" in r.output
     r = runner.invoke(app, ["validate-plan", *url, "--plan-id", str(draft)])
     assert r.exit_code == 0, r.output
+
+
+def test_exhaustive_mode_finds_the_least_change_by_single_buildings():
+    """With time to spare the whole community is solved exactly: the 530
+    grid gives one 45-household building to a neighbour (the least any plan
+    within the bounds can move), never more than the fast repair moves."""
+    blocks, grids, assign, buildings = _lumpy_plan()
+    changed = apply_household_changes(blocks, {"B0_1": 80})  # middle grid 530
+    fast = rebalance_plan(changed, grids, assign, buildings=buildings)
+    slow = rebalance_plan(
+        changed, grids, assign, buildings=buildings, exhaustive_seconds=5
+    )
+    assert slow.ok
+    assert slow.communities["method"].tolist() == ["exhaustive+parts"]
+    assert slow.summary["existing_households_moved"] == 45
+    assert (
+        slow.summary["existing_households_moved"]
+        <= fast.summary["existing_households_moved"]
+    )
+    assert slow.grids["households"].between(400, 500).all()
+    assert validate_plan(changed, slow.grids, slow.assignments).empty
+    with pytest.raises(InputError, match="exhaustive_seconds"):
+        rebalance_plan(changed, grids, assign, exhaustive_seconds=-1)

@@ -121,6 +121,15 @@ def rebalance(
         bool, typer.Option("--repair-all", help="Also repair old violations elsewhere.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    exhaustive_seconds: Annotated[
+        float,
+        typer.Option(
+            "--exhaustive-seconds",
+            min=0.0,
+            help="Also solve each changed community whole and exactly for up to "
+            "this many seconds (0: the fast repair alone, ~2 s per community).",
+        ),
+    ] = 0.0,
     plan_id: Annotated[
         int | None,
         typer.Option("--plan-id", help="DB mode: plan (default: the active one)."),
@@ -144,6 +153,7 @@ def rebalance(
         "code_scheme": code_scheme,
         "repair_all": repair_all,
         "seed": seed,
+        "exhaustive_seconds": exhaustive_seconds,
     }
     if plan is not None:
         if blocks is None or out is None:

@@ -69,6 +69,23 @@ def test_rebalance_creates_a_draft_within_bounds(api_env, plan_id):
     # East grids untouched.
     assert all(c.startswith(COMMUNITY_WEST) for c in s["grids_touched"])
     assert body["violations"] == []
+    r = api_env.client.post(
+        f"/v1/plans/{plan_id}/rebalance",
+        headers=api_env.headers("planner"),
+        json={"name": "thorough", "exhaustive_seconds": 2},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["summary"]["violations_after"] == 0
+    # 03 went to the first draft: codes of stored plans are never reused.
+    assert r.json()["summary"]["codes_created"] == [f"{COMMUNITY_WEST}04"]
+    for bad in (-1, 31, "soon"):
+        r = api_env.client.post(
+            f"/v1/plans/{plan_id}/rebalance",
+            headers=api_env.headers("planner"),
+            json={"exhaustive_seconds": bad},
+        )
+        assert r.status_code == 422, r.text
+        assert "exhaustive_seconds" in r.text
     from spatialgrid.db import repository
 
     with api_env.app.state.session_factory.begin() as session:
