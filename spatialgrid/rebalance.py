@@ -1059,12 +1059,14 @@ class _Engine:
         region = set(core)
         deadline = time.perf_counter() + 0.8 * self.time_budget_s
         best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
-        for _ring in range(rings):
+        for ring in range(rings):
             wider = region | com.neighbour_grids(region, self.locked)
             if wider == region:
                 break
             region = wider
-            found = self._exact_in(com, core, region, deadline)
+            found = self._exact_in(
+                com, core, region, deadline, later_calls=3 * (rings - ring - 1)
+            )
             if found is not None and (best is None or found[0] < best[0]):
                 best = found
             if best is not None and best[0][0] == 0:
@@ -1130,11 +1132,15 @@ class _Engine:
         ),
         reach: int = 2,
         per_call: float | None = None,
+        later_calls: int = 0,
     ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
         """Exact repair of ``region``: per unit granularity (refined, compounds
         kept whole) in ``granularities``, units joining grids up to ``reach``
         steps away, each solve within ``per_call`` seconds (default a quarter
-        of the time budget) and ``deadline``; the cheapest plan or None."""
+        of the time budget, and no more than a fair share of what is left
+        before ``deadline`` with ``later_calls`` solves still to come, so one
+        solve that runs out of time cannot starve the wider rings); the
+        cheapest plan or None."""
         from spatialgrid.minmove import min_move_assignment
 
         hh0 = com.grid_hh()
@@ -1148,10 +1154,11 @@ class _Engine:
             hi_g.append(self.hi + t if t > 0 else self.hi)
         best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
         per = 0.25 * self.time_budget_s if per_call is None else per_call
-        for refined, keep in granularities:
+        for k, (refined, keep) in enumerate(granularities):
             left = deadline - time.perf_counter()
             if left <= 0.02:
                 break
+            share = left / (len(granularities) - k + later_calls)
             trial = _copy(com)
             if refined and not self.refine(trial, region, keep_groups=keep):
                 continue
@@ -1177,7 +1184,7 @@ class _Engine:
                 new_hi=self.hi,
                 touch_weight=self.touch_weight,
                 reach=reach,
-                time_limit=min(per, left),
+                time_limit=min(per, max(share, 0.05)),
                 max_rounds=200 if per_call is not None else 30,
                 stop_if_outside=True,
             )
