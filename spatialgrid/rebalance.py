@@ -1065,7 +1065,7 @@ class _Engine:
                 break
             region = wider
             found = self._exact_in(
-                com, core, region, deadline, later_calls=3 * (rings - ring - 1)
+                com, core, region, deadline, later_rings=rings - ring - 1
             )
             if found is not None and (best is None or found[0] < best[0]):
                 best = found
@@ -1132,15 +1132,14 @@ class _Engine:
         ),
         reach: int = 2,
         per_call: float | None = None,
-        later_calls: int = 0,
+        later_rings: int = 0,
     ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
         """Exact repair of ``region``: per unit granularity (refined, compounds
         kept whole) in ``granularities``, units joining grids up to ``reach``
         steps away, each solve within ``per_call`` seconds (default a quarter
-        of the time budget, and no more than a fair share of what is left
-        before ``deadline`` with ``later_calls`` solves still to come, so one
-        solve that runs out of time cannot starve the wider rings); the
-        cheapest plan or None."""
+        of the time budget, and leaving 15 % of the budget for each of
+        ``later_rings`` wider rings still to come, so one solve that runs out
+        of time cannot starve them); the cheapest plan or None."""
         from spatialgrid.minmove import min_move_assignment
 
         hh0 = com.grid_hh()
@@ -1154,11 +1153,11 @@ class _Engine:
             hi_g.append(self.hi + t if t > 0 else self.hi)
         best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
         per = 0.25 * self.time_budget_s if per_call is None else per_call
-        for k, (refined, keep) in enumerate(granularities):
+        reserve = 0.15 * self.time_budget_s * later_rings
+        for refined, keep in granularities:
             left = deadline - time.perf_counter()
             if left <= 0.02:
                 break
-            share = left / (len(granularities) - k + later_calls)
             trial = _copy(com)
             if refined and not self.refine(trial, region, keep_groups=keep):
                 continue
@@ -1184,7 +1183,7 @@ class _Engine:
                 new_hi=self.hi,
                 touch_weight=self.touch_weight,
                 reach=reach,
-                time_limit=min(per, max(share, 0.05)),
+                time_limit=min(per, max(left - reserve, 0.05)),
                 max_rounds=200 if per_call is not None else 30,
                 stop_if_outside=True,
             )
