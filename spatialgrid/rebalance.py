@@ -45,9 +45,10 @@ and removed blocks), :func:`rebalance_plan`:
 
 Each community's repair keeps to a time budget (about 1.7 s at most on the
 generated city). With ``exhaustive_seconds`` a planner who can wait also gets
-the exact least-change plan of each changed community as a whole (building parts,
-then single buildings, any unit to any grid), competing with the fast repairs. A block alone above max that cannot be split (no buildings) keeps
-its surplus as an unavoidable, flagged violation instead of churning its
+the exact least-change plan of each changed community as a whole (building
+parts, then single buildings, any unit to any grid), competing with the fast
+repairs. A block alone above max that cannot be split (no buildings) keeps its
+surplus as an unavoidable, flagged violation instead of churning its
 neighbours. By default a grid that broke the bounds before the change keeps its
 old flaw as a tolerance in its own direction (``repair_all`` repairs those too).
 Locked grids never change: their rows (geometry and assignments) are copied as
@@ -1089,9 +1090,9 @@ class _Engine:
 
         Every unlocked grid is in the region, every unit split into building
         parts and then into single buildings (compounds too), a unit may join
-        any grid, and CP-SAT gets ``exhaustive_s`` seconds in all: the best plan this unit model allows,
-        for planners who can wait (and the reference the fast repairs are
-        measured against). None when off or when nothing was found in time.
+        any grid, and CP-SAT gets ``exhaustive_s`` seconds in all: the best
+        plan this unit model allows, for planners who can wait (and the
+        reference the fast repairs are measured against). None when off or when nothing was found in time.
         """
         if self.exhaustive_s <= 0:
             return None
@@ -1654,8 +1655,12 @@ def rebalance_plan(
     if not 0 < lo <= hi:
         msg = f"min_households={lo} and max_households={hi} need 0 < min <= max"
         raise InputError(msg)
-    if not (math.isfinite(exhaustive_seconds) and exhaustive_seconds >= 0):
-        msg = f"exhaustive_seconds={exhaustive_seconds} must be a number >= 0"
+    try:
+        exhaustive = float(exhaustive_seconds)
+    except (TypeError, ValueError):
+        exhaustive = math.nan
+    if not (math.isfinite(exhaustive) and exhaustive >= 0):
+        msg = f"exhaustive_seconds={exhaustive_seconds!r} must be a number >= 0"
         raise InputError(msg)
     require_columns(blocks, (id_col, households_col, community_col), "blocks")
     require_columns(grids, ("grid_code",), "grids")
@@ -1802,7 +1807,7 @@ def rebalance_plan(
         seed=int(seed),
         code_scheme=code_scheme,
         vf=vf,
-        exhaustive_s=float(exhaustive_seconds),
+        exhaustive_s=exhaustive,
     )
     grid_geom_in = dict(zip(codes, grids.geometry.values, strict=True))
     results: dict[str, _Community] = {}

@@ -489,3 +489,5 @@ def test_exhaustive_mode_finds_the_least_change_by_single_buildings():
     assert validate_plan(changed, slow.grids, slow.assignments).empty
     with pytest.raises(InputError, match="exhaustive_seconds"):
         rebalance_plan(changed, grids, assign, exhaustive_seconds=-1)
+    with pytest.raises(InputError, match="exhaustive_seconds"):
+        rebalance_plan(changed, grids, assign, exhaustive_seconds="soon")
