@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spatialgrid.partition import partition_blocks  # noqa: E402
-from spatialgrid.plandiff import diff_plans, match_grid_codes  # noqa: E402
+from spatialgrid.plandiff import diff_plans, relabel_to_match  # noqa: E402
 from spatialgrid.rebalance import apply_household_changes, rebalance_plan  # noqa: E402
 from spatialgrid.sample import generate_city  # noqa: E402
 from spatialgrid.split import allocate_households  # noqa: E402
@@ -369,11 +369,7 @@ def main() -> None:
             internal_roads=internal,
             seed=0,
         )
-        mapping = match_grid_codes(old_a, part.assignments)
-        f_assign = part.assignments.assign(
-            grid_code=part.assignments["grid_code"].map(mapping)
-        )
-        f_grids = part.grids.assign(grid_code=part.grids["grid_code"].map(mapping))
+        f_grids, f_assign = relabel_to_match(old_a, part.grids, part.assignments)
         d_full = diff_plans(old_c, old_a, f_grids, f_assign)
         full_existing, full_all = _moved(comm_bld, old_c, f_grids)
         full_touched = sum(

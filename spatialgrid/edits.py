@@ -33,7 +33,7 @@ from spatialgrid.crs import require_same_crs
 from spatialgrid.crs import working_crs as _working_crs
 from spatialgrid.errors import InputError
 from spatialgrid.rebalance import next_grid_codes
-from spatialgrid.validate import require_columns
+from spatialgrid.validate import invalid_reasons, repair_invalid, require_columns
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -384,13 +384,9 @@ def validate_plan(
         gsel = np.isin(codes, sorted(check))
         gp = gpd.GeoSeries(grids.geometry.values[gsel], crs=grids.crs).to_crs(crs)
         gcodes = codes[gsel]
-        gg = np.asarray(gp.values, dtype=object)
         # Validity as given (reprojection alone may fold a hairline); overlaps
         # are measured on repaired copies either way.
-        given = np.asarray(grids.geometry.values[gsel], dtype=object)
-        present = ~shapely.is_missing(given)
-        for i in np.flatnonzero(present & ~shapely.is_valid(given)):
-            reason = shapely.is_valid_reason(given[i])
+        for i, reason in invalid_reasons(grids.geometry.values[gsel]).items():
             out.append(
                 _violation(
                     "invalid_geometry",
@@ -398,10 +394,7 @@ def validate_plan(
                     detail=f"grid polygon is invalid: {reason}",
                 )
             )
-        fold = np.flatnonzero(~shapely.is_missing(gg) & ~shapely.is_valid(gg))
-        if len(fold):
-            gg = gg.copy()
-            gg[fold] = shapely.make_valid(gg[fold])
+        gg = repair_invalid(gp.values)
         tree = shapely.STRtree(gg)
         left, right = tree.query(gg, predicate="intersects")
         for i, j in zip(left, right, strict=True):

@@ -39,6 +39,7 @@ __all__ = [
     "diff_block_ids",
     "diff_plans",
     "match_grid_codes",
+    "relabel_to_match",
 ]
 
 
@@ -163,6 +164,22 @@ def block_flows(
         if left > 0:
             flows.append((None, to, left))
     return moved, flows
+
+
+def relabel_to_match(
+    old_assignments: pd.DataFrame,
+    new_grids: gpd.GeoDataFrame,
+    new_assignments: pd.DataFrame,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """The newer plan's grids and assignments with the codes
+    :func:`match_grid_codes` gives them (same rows, ``grid_code`` replaced)."""
+    mapping = match_grid_codes(old_assignments, new_assignments)
+    return (
+        new_grids.assign(grid_code=new_grids["grid_code"].astype(str).map(mapping)),
+        new_assignments.assign(
+            grid_code=new_assignments["grid_code"].astype(str).map(mapping)
+        ),
+    )
 
 
 def match_grid_codes(

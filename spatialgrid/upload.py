@@ -38,7 +38,7 @@ from spatialgrid.edits import VIOLATION_COLUMNS, build_grids, validate_plan
 from spatialgrid.errors import EmptyInputError, InputError
 from spatialgrid.io import read_layer
 from spatialgrid.rebalance import next_grid_codes
-from spatialgrid.validate import require_columns
+from spatialgrid.validate import invalid_reasons, repair_invalid, require_columns
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -169,14 +169,8 @@ def match_drawn_plan(
     d = drawn.reset_index(drop=True).to_crs(blocks.crs)
     # A self-intersecting drawing (a bow tie, a ring traced twice) is reported
     # and measured as GEOS repairs it.
-    given = np.asarray(d.geometry.values, dtype=object)
-    invalid = np.flatnonzero(~shapely.is_missing(given) & ~shapely.is_valid(given))
-    reasons = {int(p): shapely.is_valid_reason(given[p]) for p in invalid}
-    d_w = np.asarray(d.geometry.to_crs(crs).values, dtype=object)
-    fold = np.flatnonzero(~shapely.is_missing(d_w) & ~shapely.is_valid(d_w))
-    if len(fold):
-        d_w = d_w.copy()
-        d_w[fold] = shapely.make_valid(d_w[fold])
+    reasons = invalid_reasons(d.geometry.values)
+    d_w = repair_invalid(d.geometry.to_crs(crs).values)
     b_w = blocks.geometry.to_crs(crs).values
     ids = blocks[id_col].astype(str).to_numpy()
     comm = blocks[community_col].astype(str).to_numpy()

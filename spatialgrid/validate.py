@@ -79,6 +79,24 @@ def find_invalid(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return out
 
 
+def invalid_reasons(geoms: np.ndarray) -> dict[int, str]:
+    """Position -> GEOS reason of every present but invalid geometry."""
+    geoms = np.asarray(geoms, dtype=object)
+    bad = np.flatnonzero(~shapely.is_missing(geoms) & ~shapely.is_valid(geoms))
+    return {int(i): str(shapely.is_valid_reason(geoms[i])) for i in bad}
+
+
+def repair_invalid(geoms: np.ndarray) -> np.ndarray:
+    """``geoms`` with every present but invalid geometry made valid (a copy
+    when any is repaired)."""
+    geoms = np.asarray(geoms, dtype=object)
+    bad = np.flatnonzero(~shapely.is_missing(geoms) & ~shapely.is_valid(geoms))
+    if len(bad):
+        geoms = geoms.copy()
+        geoms[bad] = shapely.make_valid(geoms[bad])
+    return geoms
+
+
 def require_valid(
     frame: gpd.GeoDataFrame, name: str, *, repair: bool = False
 ) -> gpd.GeoDataFrame:

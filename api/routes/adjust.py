@@ -31,7 +31,12 @@ from api.deps import Permission, SessionDep, require_permission
 from api.geojson import GeoJSONResponse, feature_collection
 from api.schemas import ErrorPublic, ValidationErrorPublic
 from spatialgrid.db import repository
-from spatialgrid.db.plans_extra import ever_used_grid_codes, load_plan, store_draft_plan
+from spatialgrid.db.plans_extra import (
+    ever_used_grid_codes,
+    load_diff_layers,
+    load_plan,
+    store_draft_plan,
+)
 from spatialgrid.db.repository import ApiKeyInfo
 from spatialgrid.errors import DataFormatError, InputError
 
@@ -367,23 +372,13 @@ def plan_diff(
     The map layer holds the newer plan's grids, the removed grids and the moved
     blocks (`kind`), coordinates in EPSG:4490.
     """
-    from spatialgrid.plandiff import diff_block_ids, diff_plans, match_grid_codes
+    from spatialgrid.plandiff import diff_plans, relabel_to_match
 
     og, oa = load_plan(plan_id, session=session)
     ng, na = load_plan(other_id, session=session)
     if match:
-        mapping = match_grid_codes(oa, na)
-        na = na.assign(grid_code=na["grid_code"].astype(str).map(mapping))
-        ng = ng.assign(grid_code=ng["grid_code"].astype(str).map(mapping))
-    # Only the blocks the diff can draw and the buildings of split blocks,
-    # filtered in the database.
-    drawn, split = diff_block_ids(oa, na)
-    blocks = repository.load_layer(
-        "blocks", session=session, equals={"block_id": drawn}
-    )
-    buildings = repository.load_layer(
-        "buildings", session=session, equals={"block_id": split}
-    )
+        ng, na = relabel_to_match(oa, ng, na)
+    blocks, buildings = load_diff_layers(oa, na, session=session)
     result = diff_plans(
         og, oa, ng, na, blocks=blocks, buildings=buildings if len(buildings) else None
     )

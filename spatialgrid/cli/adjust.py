@@ -18,6 +18,7 @@ from spatialgrid.cli._console import console, fail, progress_bar
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sqlalchemy.orm import Session
 
     import geopandas as gpd
 
@@ -193,19 +194,10 @@ def rebalance(
     else:
         from spatialgrid.db import repository
         from spatialgrid.db.engine import database_session
-        from spatialgrid.db.plans_extra import (
-            ever_used_grid_codes,
-            load_plan,
-            store_draft_plan,
-        )
+        from spatialgrid.db.plans_extra import ever_used_grid_codes, store_draft_plan
 
         with database_session(database_url) as session:
-            pid = (
-                plan_id
-                if plan_id is not None
-                else repository.active_plan_id(session=session)
-            )
-            grids, assignments = load_plan(pid, session=session)
+            pid, grids, assignments = _stored_plan(plan_id, session)
             city = repository.load_city(session=session)
             with progress_bar() as progress:
                 result = rebalance_plan(
@@ -302,18 +294,12 @@ def diff(
     database_url: Annotated[str | None, typer.Option("--database-url")] = None,
 ) -> None:
     """Compare two plans: grids added/removed/changed, households and blocks moved."""
-    from spatialgrid.plandiff import diff_block_ids, diff_plans, match_grid_codes
+    from spatialgrid.plandiff import diff_plans, relabel_to_match
 
     def matched(
         oa: pd.DataFrame, ng: gpd.GeoDataFrame, na: pd.DataFrame
     ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
-        if not match:
-            return ng, na
-        mapping = match_grid_codes(oa, na)
-        return (
-            ng.assign(grid_code=ng["grid_code"].astype(str).map(mapping)),
-            na.assign(grid_code=na["grid_code"].astype(str).map(mapping)),
-        )
+        return relabel_to_match(oa, ng, na) if match else (ng, na)
 
     block_frame = building_frame = None
     if old is not None and new is not None:
@@ -324,21 +310,13 @@ def diff(
         if buildings is not None:
             building_frame = _read(buildings, "--buildings")
     elif old_id is not None and new_id is not None:
-        from spatialgrid.db import repository
         from spatialgrid.db.engine import database_session
-        from spatialgrid.db.plans_extra import load_plan
+        from spatialgrid.db.plans_extra import load_diff_layers, load_plan
 
         with database_session(database_url) as session:
             og, oa = load_plan(old_id, session=session)
             ng, na = matched(oa, *load_plan(new_id, session=session))
-            # Only the blocks the diff can draw, buildings of split blocks.
-            drawn, split = diff_block_ids(oa, na)
-            block_frame = repository.load_layer(
-                "blocks", session=session, equals={"block_id": drawn}
-            )
-            building_frame = repository.load_layer(
-                "buildings", session=session, equals={"block_id": split}
-            )
+            block_frame, building_frame = load_diff_layers(oa, na, session=session)
     else:
         msg = "give --old and --new (files) or --old-id and --new-id (database)"
         raise fail(msg)
@@ -451,15 +429,9 @@ def validate_plan_command(
     else:
         from spatialgrid.db import repository
         from spatialgrid.db.engine import database_session
-        from spatialgrid.db.plans_extra import load_plan
 
         with database_session(database_url) as session:
-            pid = (
-                plan_id
-                if plan_id is not None
-                else repository.active_plan_id(session=session)
-            )
-            grids, assignments = load_plan(pid, session=session)
+            _, grids, assignments = _stored_plan(plan_id, session)
             block_frame = repository.load_layer("blocks", session=session)
         violations = validate_plan(block_frame, grids, assignments, **bounds)
     _violations_table(violations, "Plan violations")
@@ -467,6 +439,17 @@ def validate_plan_command(
         _write(out, {"violations": violations, **layers})
     if strict and len(violations):
         raise typer.Exit(1)
+
+
+def _stored_plan(
+    plan_id: int | None, session: Session
+) -> tuple[int, gpd.GeoDataFrame, pd.DataFrame]:
+    """(id, grids, assignments) of stored plan ``plan_id``, default the active one."""
+    from spatialgrid.db import repository
+    from spatialgrid.db.plans_extra import load_plan
+
+    pid = plan_id if plan_id is not None else repository.active_plan_id(session=session)
+    return (pid, *load_plan(pid, session=session))
 
 
 def register(app: typer.Typer) -> None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     import geopandas as gpd
 
-__all__ = ["ever_used_grid_codes", "load_plan", "store_draft_plan"]
+__all__ = ["ever_used_grid_codes", "load_diff_layers", "load_plan", "store_draft_plan"]
 
 
 def load_plan(
@@ -32,6 +32,24 @@ def load_plan(
             assignments["households"], errors="coerce"
         )
     return grids, assignments
+
+
+def load_diff_layers(
+    old_assignments: pd.DataFrame, new_assignments: pd.DataFrame, *, session: Session
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The blocks and buildings :func:`spatialgrid.plandiff.diff_plans` needs
+    for two plans, filtered in the database: the blocks it can draw as moved
+    and the buildings of blocks split in either plan (EPSG:4490)."""
+    from spatialgrid.plandiff import diff_block_ids
+
+    drawn, split = diff_block_ids(old_assignments, new_assignments)
+    blocks = repository.load_layer(
+        "blocks", session=session, equals={"block_id": drawn}
+    )
+    buildings = repository.load_layer(
+        "buildings", session=session, equals={"block_id": split}
+    )
+    return blocks, buildings
 
 
 def ever_used_grid_codes(*, session: Session) -> set[str]:

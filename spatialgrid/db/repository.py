@@ -584,14 +584,19 @@ def load_layer(
     if bbox is not None:
         stmt = stmt.where(_bbox_filter(table, bbox))
     for col, value in (equals or {}).items():
-        if isinstance(value, (list, tuple, set, frozenset)):
-            # PostgreSQL text never holds NUL: such a value matches nothing.
-            values = [v for v in value if not (isinstance(v, str) and "\x00" in v)]
-            stmt = stmt.where(table.c[col].in_(values) if values else false())
-        elif isinstance(value, str) and "\x00" in value:
+        many = isinstance(value, (list, tuple, set, frozenset))
+        # PostgreSQL text never holds NUL: such a value matches nothing.
+        values = [
+            v
+            for v in (value if many else [value])
+            if not (isinstance(v, str) and "\x00" in v)
+        ]
+        if not values:
             stmt = stmt.where(false())
+        elif many:
+            stmt = stmt.where(table.c[col].in_(values))
         else:
-            stmt = stmt.where(table.c[col] == value)
+            stmt = stmt.where(table.c[col] == values[0])
     if offset:
         stmt = stmt.offset(int(offset))
     if limit is not None:
