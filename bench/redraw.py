@@ -42,6 +42,7 @@ within bounds wherever the full re-partition finds bounds).
 from __future__ import annotations
 
 import argparse
+import math
 import pickle
 import statistics
 import sys
@@ -195,14 +196,15 @@ def _floor(
     *,
     n_new: int = 2,
     time_limit: float = 10.0,
-) -> tuple[int, bool]:
+) -> tuple[int | None, bool]:
     """A proven lower bound on the residents any repair must move in a community.
 
     Every building may go to any grid of the community (or to up to ``n_new``
     new ones, or its grid may empty); only the bounds hold — an old flaw keeps
     its tolerance in its own direction, as in the rebalance — and contiguity is
     ignored. No plan within those bounds that moves whole buildings can move
-    fewer residents. Solved with CP-SAT; returns (bound, proven optimal).
+    fewer residents. Solved with CP-SAT; returns (bound, proven optimal), the
+    bound ``None`` when no such plan exists at all.
     """
     from ortools.sat.python import cp_model
 
@@ -241,11 +243,16 @@ def _floor(
         m.add_hint(x[b][orig[b]], 1)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit
-    solver.parameters.num_workers = 2
+    # Eight workers bring in the LP-based bound workers (two only search).
+    solver.parameters.num_workers = 8
     status = solver.solve(m)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return 0, False
-    return round(solver.best_objective_bound), status == cp_model.OPTIMAL
+    if status == cp_model.INFEASIBLE:
+        return None, True
+    # The proven bound holds whether or not a plan was found in time (a solve
+    # that found none used to report 0, which hid real floors of hundreds).
+    return max(0, math.ceil(solver.best_objective_bound - 1e-6)), (
+        status == cp_model.OPTIMAL
+    )
 
 
 def main() -> None:
@@ -260,6 +267,12 @@ def main() -> None:
         "--floor",
         action="store_true",
         help="also prove a lower bound on the residents any repair must move",
+    )
+    parser.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=10.0,
+        help="CP-SAT time per floor; a bound not proven optimal prints '+'",
     )
     parser.add_argument(
         "--exhaustive",
@@ -282,6 +295,7 @@ def main() -> None:
     used = set(grids["grid_code"])
     rng = np.random.default_rng(args.seed)
     rows = []
+    undo: dict[str, int] = {}  # community -> residents a fresh partition moves
     print(
         f"{'#':>2} {'block':>7} {'delta':>5} {'grid hh':>15} {'out':>4} | "
         f"{'rb moved':>8} {'(all)':>5} {'touched':>7} {'s':>5} {'viol':>4} | "
@@ -317,7 +331,11 @@ def main() -> None:
         comm_bld = buildings[in_comm]
 
         floor, _proven = (
-            _floor(comm_bld, grids[grids["community_code"] == comm])
+            _floor(
+                comm_bld,
+                grids[grids["community_code"] == comm],
+                time_limit=args.floor_seconds,
+            )
             if args.floor
             else (0, False)
         )
@@ -372,16 +390,30 @@ def main() -> None:
         f_grids, f_assign = relabel_to_match(old_a, part.grids, part.assignments)
         d_full = diff_plans(old_c, old_a, f_grids, f_assign)
         full_existing, full_all = _moved(comm_bld, old_c, f_grids)
+        # The whole city re-partitioned from the plan in force would also undo
+        # the rebalances of the communities changed before (each goes back to
+        # its own fresh partition): what that moves there, all households being
+        # residents by now.
+        city_full = full_existing + sum(n for c, n in undo.items() if c != comm)
+        rb_c = rb.grids[rb.grids["community_code"] == comm]
+        rb_a = rb.assignments[rb.assignments["community_code"] == comm]
+        undo[comm] = _moved(
+            comm_bld.assign(households_before=comm_bld["households"]),
+            rb_c,
+            relabel_to_match(rb_a, part.grids, part.assignments)[0],
+        )[0]
         full_touched = sum(
             d_full.summary[k] for k in ("grids_added", "grids_removed", "grids_changed")
         )
         row = {
             "change": i + 1,
             "block": b,
+            "community": comm,
             "delta": delta,
             "grid_hh": hh_before,
             "out_of_bounds": out_hh,
             "floor": floor,
+            "floor_proven": _proven,
             "ex_moved": ex_moved,
             "ex_touched": ex_touched,
             "rb_moved": rb_existing,
@@ -395,6 +427,7 @@ def main() -> None:
             "full_moved_all": full_all,
             "full_touched": full_touched,
             "full_viol": _viol(part.grids, comm),
+            "city_full_moved": city_full,
             "method": ",".join(rb.communities["method"]) or "none",
         }
         rows.append(row)
@@ -404,7 +437,11 @@ def main() -> None:
             f"{secs:>5.2f} {row['rb_viol']:>2}/{row['rb_new_viol']} | {row['full_moved']:>10} "
             f"{row['full_moved_all']:>5} {full_touched:>7} {row['full_viol']:>4}  "
             f"{row['method']}"
-            + (f"  floor {floor}{'' if _proven else '+'}" if args.floor else "")
+            + (
+                f"  floor {'none' if floor is None else floor}{'' if _proven else '+'}"
+                if args.floor
+                else ""
+            )
             + (
                 f"  exhaustive {ex_moved}/{ex_touched} {ex_secs:.0f}s"
                 if args.exhaustive > 0
@@ -447,17 +484,26 @@ def main() -> None:
         f"(column 'out') {med['out_of_bounds']}"
     )
     print(
+        f"the whole city re-partitioned from the plan in force (it also undoes "
+        f"the earlier changes' rebalances): median {med['city_full_moved']}, "
+        f"ratio {med['rb_moved'] / med['city_full_moved']:.3f}"
+    )
+    print(
         f"median grids touched: rebalance {med['rb_touched']} (target <= 3), full "
         f"re-partition {med['full_touched']}"
     )
     if args.floor:
-        med_floor = statistics.median(r["floor"] for r in rows)
+        # No plan within the bounds at all ("none"): no bound, counted as 0.
+        floors = [r["floor"] or 0 for r in rows]
+        med_floor = statistics.median(floors)
         print(
             f"median proven floor (residents any plan within the bounds must move, "
             f"whole buildings, contiguity ignored): {med_floor} = "
             f"{med_floor / med['full_moved']:.3f} of the full re-partition; "
             f"rebalance at the floor in "
-            f"{sum(1 for r in rows if r['rb_moved'] <= r['floor'])}/{len(rows)} changes"
+            f"{sum(1 for r, f in zip(rows, floors, strict=True) if r['rb_moved'] <= f)}/"
+            f"{len(rows)} changes; floors not proven optimal in time: "
+            f"{sum(1 for r in rows if not r['floor_proven'])}"
         )
     if args.exhaustive > 0:
         med_ex = statistics.median(r["ex_moved"] for r in rows)
@@ -483,10 +529,40 @@ def main() -> None:
     if args.full_check:
         t0 = time.perf_counter()
         whole = partition_blocks(
-            blocks, buildings=city.buildings, internal_roads=internal, seed=0
+            blocks, buildings=buildings, internal_roads=internal, seed=0
         )
-        print(f"full city re-partition: {time.perf_counter() - t0:.1f} s")
-        print(f"{len(whole.grids)} grids")
+        print(
+            f"full city re-partition: {time.perf_counter() - t0:.1f} s, "
+            f"{len(whole.grids)} grids"
+        )
+        changed = {r["community"] for r in rows}
+        differ = sorted(
+            c
+            for c in set(whole.grids["community_code"])
+            if not _same_grids(
+                whole.grids[whole.grids["community_code"] == c],
+                grids[grids["community_code"] == c],
+            )
+        )
+        print(
+            f"communities whose fresh partition differs from the plan in force: "
+            f"{len(differ)}, all of them changed in this run: "
+            f"{set(differ) <= changed} ({len(changed)} communities changed)"
+        )
+
+
+def _same_grids(a: gpd.GeoDataFrame, b: gpd.GeoDataFrame) -> bool:
+    """Same grid codes, households and shapes (to a centimetre)."""
+    if set(a["grid_code"]) != set(b["grid_code"]):
+        return False
+    a = a.set_index("grid_code")
+    b = b.set_index("grid_code").loc[a.index]
+    if (a["households"].to_numpy() != b["households"].to_numpy()).any():
+        return False
+    sym = shapely.symmetric_difference(
+        a.geometry.to_crs(b.crs).values, b.geometry.values
+    )
+    return bool((shapely.area(sym) < 1e-4).all())
 
 
 if __name__ == "__main__":
