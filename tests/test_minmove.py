@@ -149,3 +149,78 @@ def test_bad_input():
     empty = min_move_assignment([], [], [], [], [400], [500])
     assert empty is not None
     assert len(empty.grid) == 0
+
+
+def _brute_force(hh, stay, orig, nbrs, lo, hi, touch_weight, n_new=0):
+    """The least cost over every assignment the program allows (tiny cases)."""
+    import itertools
+
+    n, n_old = len(hh), len(lo)
+    k = n_old + n_new
+    glo, ghi = list(lo) + [400] * n_new, list(hi) + [500] * n_new
+    root = {
+        g: max(
+            (u for u in range(n) if orig[u] == g),
+            key=lambda u: (stay[u], hh[u], -u),
+        )
+        for g in range(n_old)
+    }
+    best = None
+    for grid in itertools.product(range(k), repeat=n):
+        g_arr = np.asarray(grid)
+        if any(g_arr[root[g]] != g and (g_arr == g).any() for g in range(n_old)):
+            continue
+        if not contiguous(g_arr, nbrs):
+            continue
+        load = np.bincount(g_arr, weights=hh, minlength=k)
+        used = np.bincount(g_arr, minlength=k) > 0
+        viol = sum(
+            max(0, glo[g] - load[g]) + max(0, load[g] - ghi[g])
+            for g in range(k)
+            if used[g]
+        )
+        changed = g_arr != np.asarray(orig)
+        touched = set(g_arr[changed].tolist()) | set(np.asarray(orig)[changed].tolist())
+        cost = (
+            10_000 * viol
+            + touch_weight * len(touched)
+            + int(np.asarray(stay)[changed].sum())
+        )
+        best = cost if best is None else min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_exact_answers_match_brute_force_on_small_cases(seed):
+    # The cuts that make contiguity cheap to prove (separators, pairs) must
+    # never cut off a contiguous plan: on random 4 x 2 cases the proven
+    # optimum equals the best of every assignment.
+    rng = np.random.default_rng(seed)
+    nbrs = grid_graph(4, 2)
+    hh = rng.integers(60, 240, size=8).tolist()
+    stay = [h if rng.random() < 0.8 else 0 for h in hh]
+    if seed % 2:  # two grids, one new may open
+        orig, n_old, n_new = [0, 0, 0, 1, 0, 1, 1, 1], 2, 1
+    else:  # three grids, one of them L-shaped
+        orig, n_old, n_new = [0, 0, 1, 1, 0, 2, 2, 1], 3, 0
+    lo, hi = [400] * n_old, [500] * n_old
+    res = min_move_assignment(
+        hh,
+        stay,
+        orig,
+        nbrs,
+        lo,
+        hi,
+        n_new=n_new,
+        new_lo=400,
+        new_hi=500,
+        touch_weight=50,
+        reach=8,
+        time_limit=30,
+        max_rounds=500,
+    )
+    assert res is not None
+    assert res.optimal
+    assert contiguous(res.grid, nbrs)
+    got = 10_000 * res.violation + 50 * res.touched + res.moved
+    assert got == _brute_force(hh, stay, orig, nbrs, lo, hi, 50, n_new)
