@@ -1049,10 +1049,11 @@ class _Engine:
         bounds (an old flaw keeps its tolerance), as few earlier households
         move as possible and as few grids as possible are touched; grids may be
         emptied and, when one is above max, one new grid may open. Each unit
-        granularity is tried, the cheapest plan wins; when none reaches the
-        bounds, the region grows by the next ring of neighbours (``rings``).
-        The region that worked is then tried once more cut into single
-        buildings.
+        granularity is tried, the cheapest plan wins; a region that reaches
+        the bounds is tried once more cut into single buildings. Then the
+        region grows by the next ring of neighbours (``rings``) while the time
+        lasts, even after a plan within the bounds was found (a wider ring may
+        move fewer households).
         """
         core = self.violating(com)
         if not core:
@@ -1060,6 +1061,7 @@ class _Engine:
         region = set(core)
         deadline = time.perf_counter() + 0.8 * self.time_budget_s
         best: tuple[tuple[int, int], _Community, set[str], bool] | None = None
+        single = _dc_replace(self, part_households=1)
         for ring in range(rings):
             wider = region | com.neighbour_grids(region, self.locked)
             if wider == region:
@@ -1068,19 +1070,25 @@ class _Engine:
             found = self._exact_in(
                 com, core, region, deadline, later_rings=rings - ring - 1
             )
-            if found is not None and (best is None or found[0] < best[0]):
-                best = found
-            if best is not None and best[0][0] == 0:
-                break
-        if best is None or best[0][0] > 0:
-            return best
-        # Single buildings, compounds split, in the region that worked: a finer
-        # cut often moves less (with the time that is left).
-        found = _dc_replace(self, part_households=1)._exact_in(
-            com, core, region, deadline, granularities=((True, False),)
-        )
-        if found is not None and found[0] < best[0]:
-            best = found
+            if found is None or found[0][0] > 0:
+                if found is not None and (best is None or found[0] < best[0]):
+                    best = found
+                continue
+            # A plan within the bounds: single buildings, compounds split, in
+            # the same region often move less; then the next ring may still
+            # hold a cheaper plan (its program contains this one's), tried
+            # while the time lasts.
+            finer = single._exact_in(
+                com,
+                core,
+                region,
+                deadline,
+                granularities=((True, False),),
+                later_rings=rings - ring - 1,
+            )
+            for cand in (found, finer):
+                if cand is not None and (best is None or cand[0] < best[0]):
+                    best = cand
         return best
 
     def _whole_exact(

@@ -190,11 +190,13 @@ def _brute_force(hh, stay, orig, nbrs, lo, hi, touch_weight, n_new=0):
     return best
 
 
+@pytest.mark.parametrize("within", [False, True])
 @pytest.mark.parametrize("seed", range(40))
-def test_exact_answers_match_brute_force_on_small_cases(seed):
-    # The cuts that make contiguity cheap to prove (separators, pairs) must
-    # never cut off a contiguous plan: on random 4 x 2 cases the proven
-    # optimum equals the best of every assignment.
+def test_exact_answers_match_brute_force_on_small_cases(seed, within):
+    # The cuts that make contiguity cheap to prove (separators, pairs, small
+    # pieces of a new grid) must never cut off a contiguous plan: on random
+    # 4 x 2 cases the proven optimum equals the best of every assignment; asked
+    # for a plan within the bounds (``within``), it is that or None.
     rng = np.random.default_rng(seed)
     nbrs = grid_graph(4, 2)
     hh = rng.integers(60, 240, size=8).tolist()
@@ -218,9 +220,13 @@ def test_exact_answers_match_brute_force_on_small_cases(seed):
         reach=8,
         time_limit=30,
         max_rounds=500,
+        stop_if_outside=within,
     )
+    best = _brute_force(hh, stay, orig, nbrs, lo, hi, 50, n_new)
+    if within and best >= 10_000:
+        assert res is None
+        return
     assert res is not None
     assert res.optimal
     assert contiguous(res.grid, nbrs)
-    got = 10_000 * res.violation + 50 * res.touched + res.moved
-    assert got == _brute_force(hh, stay, orig, nbrs, lo, hi, 50, n_new)
+    assert 10_000 * res.violation + 50 * res.touched + res.moved == best
