@@ -122,9 +122,9 @@ class RebalanceResult:
     communities
         One row per community that was examined: ``community_code``, ``status``
         (``"unchanged"``, ``"ok"``, ``"repaired"``, ``"violations"``), ``method``
-        (``"none"``, ``"exact"``, ``"moves"``, ``"carve"`` — each also with
-        ``"+parts"`` when blocks were split by whole buildings — or
-        ``"repartition"``),
+        (``"none"``, ``"exact"``, ``"moves"``, ``"carve"``, ``"exhaustive"`` —
+        each also with ``"+parts"`` when blocks were split by whole buildings —
+        or ``"repartition"``),
         ``violations_before``, ``violations_after``, ``households_moved``,
         ``existing_households_moved``, ``grids_touched``, ``feasible`` (a valid
         grid count exists), ``notes``.
@@ -955,6 +955,25 @@ class _Engine:
         moves_score = self._score(work)
         if moves_score[0] == 0:
             cands.append((moves_score, work, method, split_note))
+        if not cands and self.exhaustive_s <= 0:
+            # Nothing within the rings: the whole community's exact program
+            # (any unit to any grid) with a short share of the time left,
+            # before a region is re-partitioned.
+            left = self.deadline - time.perf_counter() - 0.5 * self.time_budget_s
+            if left > 0.05:
+                quick = self._whole_exact(
+                    com, quick=min(left, 0.3 * self.time_budget_s)
+                )
+                if quick is not None and quick[0][0] == 0:
+                    score, trial, region, refined = quick
+                    cands.append(
+                        (
+                            score,
+                            trial,
+                            "exact" + ("+parts" if refined else ""),
+                            f"least-change repair of all {len(region)} grid(s)",
+                        )
+                    )
         core = self.violating(com)
         hh = com.grid_hh()
         if cands:
@@ -1092,7 +1111,7 @@ class _Engine:
         return best
 
     def _whole_exact(
-        self, com: _Community
+        self, com: _Community, *, quick: float = 0.0
     ) -> tuple[tuple[int, int], _Community, set[str], bool] | None:
         """The exact least-change plan of the whole community (exhaustive mode).
 
@@ -1100,19 +1119,24 @@ class _Engine:
         parts and then into single buildings (compounds too), a unit may join
         any grid, and CP-SAT gets ``exhaustive_s`` seconds in all: the best
         plan this unit model allows, for planners who can wait (and the
-        reference the fast repairs are measured against). None when off or when nothing was found in time.
+        reference the fast repairs are measured against). With ``quick``
+        seconds instead, single buildings only: the fast repair's last try
+        before a region is re-partitioned. None when off or when nothing was
+        found in time.
         """
-        if self.exhaustive_s <= 0:
+        seconds = quick if quick > 0 else self.exhaustive_s
+        if seconds <= 0:
             return None
         core = self.violating(com)
         if not core:
             return None
         region = {g for g in com.members() if g not in self.locked}
-        end = time.perf_counter() + self.exhaustive_s
+        end = time.perf_counter() + seconds
         best = None
         # The usual building parts first (smaller model, solved sooner), then
         # single buildings with the time that is left.
-        for engine in (self, _dc_replace(self, part_households=1)):
+        single = _dc_replace(self, part_households=1)
+        for engine in (single,) if quick > 0 else (self, single):
             left = end - time.perf_counter()
             found = engine._exact_in(
                 com,
