@@ -955,10 +955,11 @@ class _Engine:
         moves_score = self._score(work)
         if moves_score[0] == 0:
             cands.append((moves_score, work, method, split_note))
-        if not cands and self.exhaustive_s <= 0:
-            # Nothing within the rings: the whole community's exact program
-            # (any unit to any grid) with a short share of the time left,
-            # before a region is re-partitioned.
+        spent = time.perf_counter() - (self.deadline - 1.7 * self.time_budget_s)
+        if self.exhaustive_s <= 0 and (not cands or spent < 0.5 * self.time_budget_s):
+            # Nothing within the rings, or the repairs were quick: the whole
+            # community's exact program (any unit to any grid) with a short
+            # share of the time left, before a region is re-partitioned.
             left = self.deadline - time.perf_counter() - 0.5 * self.time_budget_s
             if left > 0.05:
                 quick = self._whole_exact(
