@@ -103,9 +103,9 @@ def _separator(
     """The units of ``ring`` (around ``piece``, cut off from ``root``) that
     any path from the piece to the root inside grid ``g`` must cross last:
     those bordering what the root reaches without the ring and the piece (and
-    the root itself when it is on the ring). A smaller separator than the whole ring, so one cut
-    rules out more (an empty one: the piece can never join the root in
-    ``g``)."""
+    the root itself when it is on the ring). A smaller separator than the
+    whole ring, so one cut rules out more (an empty one: the piece can never
+    join the root in ``g``)."""
     reached = {root}
     stack = [root]
     while stack:

@@ -1121,9 +1121,8 @@ class _Engine:
         any grid, and CP-SAT gets ``exhaustive_s`` seconds in all: the best
         plan this unit model allows, for planners who can wait (and the
         reference the fast repairs are measured against). With ``quick``
-        seconds instead, single buildings only: the fast repair's last try
-        before a region is re-partitioned. None when off or when nothing was
-        found in time.
+        seconds instead, single buildings only: the fast repair's short try of
+        the whole community. None when off or when nothing was found in time.
         """
         seconds = quick if quick > 0 else self.exhaustive_s
         if seconds <= 0:
